@@ -1,0 +1,7 @@
+//! planrun: a declarative load tester for real-time voice agents.
+//!
+//! Data flows one way: `plan` → `engine` (with `audio`, `protocol`) → `metrics` →
+//! `thresholds` → `report`. The `agent` module is the built-in reference voice agent.
+
+pub mod dist;
+pub mod protocol;
