@@ -3,5 +3,13 @@
 //! Data flows one way: `plan` → `engine` (with `audio`, `protocol`) → `metrics` →
 //! `thresholds` → `report`. The `agent` module is the built-in reference voice agent.
 
+pub mod agent;
+pub mod audio;
 pub mod dist;
 pub mod protocol;
+pub mod metrics;
+pub mod plan;
+pub mod engine;
+pub mod thresholds;
+pub mod cli;
+pub mod report;

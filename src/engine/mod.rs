@@ -1,0 +1,299 @@
+//! The engine: turns a compiled plan into concurrent virtual users and collects what they
+//! measured. Knows nothing of report formats.
+
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::agent::{self, AgentConfig, Faults};
+use crate::metrics::{FailureClass, IterationRecord, Recorder, Summary};
+use crate::plan::compile::{CompiledPlan, ScenarioSpec, TargetUrl};
+use crate::plan::model::AgentSpec;
+
+/// Live counters, readable while the run goes on (for progress display).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub active_users: AtomicU64,
+    pub iterations_done: AtomicU64,
+    pub iterations_failed: AtomicU64,
+}
+
+/// What a finished (or stopped) run hands to thresholds and reports.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub summary: Summary,
+    /// The URL actually used (the builtin agent's loopback URL when `builtin`).
+    pub target: String,
+    pub started_at: SystemTime,
+}
+
+/// Problems that stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start the built-in agent: {0}")]
+    Agent(std::io::Error),
+}
+
+/// Build the built-in agent's configuration from the plan's `target.agent`.
+pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfig {
+    let mut c = AgentConfig {
+        sample_rate,
+        seed: spec.seed.unwrap_or(seed),
+        ..AgentConfig::default()
+    };
+    let set = |dst: &mut crate::dist::Dist, src: &Option<crate::plan::model::Jitter>| {
+        if let Some(j) = src {
+            *dst = j.0.clone();
+        }
+    };
+    set(&mut c.asr_latency, &spec.asr_latency);
+    set(&mut c.llm_latency, &spec.llm_latency);
+    set(&mut c.tts_latency, &spec.tts_latency);
+    set(&mut c.reply_duration, &spec.reply_duration);
+    set(&mut c.barge_in_delay, &spec.barge_in_delay);
+    set(&mut c.resume_delay, &spec.resume_delay);
+    set(&mut c.tool_latency, &spec.tool_latency);
+    if let Some(d) = spec.leading_silence {
+        c.leading_silence = d.0;
+    }
+    if let Some(d) = spec.min_speech {
+        c.min_speech = d.0;
+    }
+    if let Some(d) = spec.vad_hangover {
+        c.vad_hangover = d.0;
+    }
+    if let Some(v) = spec.vad_threshold_dbfs {
+        c.vad_threshold_dbfs = v;
+    }
+    if let Some(k) = &spec.tool_keywords {
+        c.tool_keywords = k.clone();
+    }
+    if let Some(f) = spec.tool_fraction {
+        c.tool_fraction = f;
+    }
+    if let Some(m) = spec.send_metrics {
+        c.send_metrics = m;
+    }
+    let f = &spec.faults;
+    let defaults = Faults::default();
+    c.faults = Faults {
+        drop: f.drop.unwrap_or(defaults.drop),
+        stall: f.stall.unwrap_or(defaults.stall),
+        stall_for: f.stall_for.map_or(defaults.stall_for, |d| d.0),
+        malformed: f.malformed.unwrap_or(defaults.malformed),
+    };
+    c
+}
+
+/// Seed of one user's RNG, from the plan seed and the user id (splitmix64).
+fn user_seed(seed: u64, user: u32) -> u64 {
+    let mut z = seed ^ (u64::from(user).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Weighted scenario choice.
+pub fn choose_scenario(scenarios: &[ScenarioSpec], rng: &mut StdRng) -> usize {
+    let total: f64 = scenarios.iter().map(|s| s.weight).sum();
+    if scenarios.len() <= 1 || total <= 0.0 {
+        return 0;
+    }
+    let mut x = rng.random_range(0.0..total);
+    for (i, s) in scenarios.iter().enumerate() {
+        if x < s.weight {
+            return i;
+        }
+        x -= s.weight;
+    }
+    scenarios.len() - 1
+}
+
+/// Run a plan to completion, or until `stop` turns true (then in-flight iterations end as
+/// `aborted` and the results so far are returned).
+pub async fn run(
+    plan: &CompiledPlan,
+    stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+) -> Result<RunOutcome, EngineError> {
+    let started_at = SystemTime::now();
+    let agent = match &plan.target.url {
+        TargetUrl::Builtin => {
+            let cfg = agent_config(&plan.target.agent, plan.target.sample_rate, plan.load.seed);
+            Some(
+                agent::spawn("127.0.0.1:0", cfg)
+                    .await
+                    .map_err(EngineError::Agent)?,
+            )
+        }
+        TargetUrl::Url(_) => None,
+    };
+    let url = match (&agent, &plan.target.url) {
+        (Some(a), _) => a.url(),
+        (None, TargetUrl::Url(u)) => u.clone(),
+        (None, TargetUrl::Builtin) => String::new(),
+    };
+
+    let plan_arc = Arc::new(plan.clone());
+    let url_arc: Arc<str> = Arc::from(url.as_str());
+    let run_start = Instant::now();
+    let deadline = plan.load.duration.map(|d| run_start + d);
+    let users = plan.load.users;
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..users {
+        let offset = if users > 1 {
+            plan.load.ramp_up.mul_f64(f64::from(user) / f64::from(users))
+        } else {
+            Duration::ZERO
+        };
+        tasks.spawn(user_loop(
+            user,
+            plan_arc.clone(),
+            url_arc.clone(),
+            run_start,
+            run_start + offset,
+            deadline,
+            stop.clone(),
+            progress.clone(),
+        ));
+    }
+    let mut total = Recorder::default();
+    while let Some(res) = tasks.join_next().await {
+        // A panicking user loses its own results only; the run goes on.
+        if let Ok(rec) = res {
+            total.merge(rec);
+        }
+    }
+    let elapsed = run_start.elapsed();
+    if let Some(a) = agent {
+        a.shutdown().await;
+    }
+    let aborted = *stop.borrow();
+    Ok(RunOutcome {
+        summary: Summary::new(total, plan.metrics.clone(), elapsed, aborted),
+        target: url,
+        started_at,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn user_loop(
+    user: u32,
+    plan: Arc<CompiledPlan>,
+    url: Arc<str>,
+    run_start: Instant,
+    start_at: Instant,
+    deadline: Option<Instant>,
+    mut stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+) -> Recorder {
+    let mut rec = Recorder::default();
+    let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
+    tokio::select! {
+        _ = sleep_until(start_at) => {}
+        _ = stop.wait_for(|s| *s) => return rec,
+    }
+    progress.active_users.fetch_add(1, Ordering::Relaxed);
+    let mut iteration: u64 = 0;
+    loop {
+        if *stop.borrow()
+            || plan.load.iterations.is_some_and(|n| iteration >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        let idx = choose_scenario(&plan.scenarios, &mut rng);
+        let scenario = &plan.scenarios[idx];
+        let begin = Instant::now();
+        let mut ctx = session::Ctx {
+            url: &url,
+            connect_timeout: plan.target.connect_timeout,
+            run_start,
+            rec: &mut rec,
+            rng: &mut rng,
+            stop: stop.clone(),
+        };
+        let outcome = match scenario.timeout {
+            Some(t) => tokio::time::timeout(t, session::run_iteration(&mut ctx, scenario))
+                .await
+                .unwrap_or_else(|_| {
+                    (
+                        vec![],
+                        Some(crate::metrics::Failure {
+                            class: FailureClass::Timeout,
+                            step: String::new(),
+                            message: format!(
+                                "scenario `{}` took longer than its timeout {}",
+                                scenario.name,
+                                crate::dist::format_duration(t)
+                            ),
+                        }),
+                    )
+                }),
+            None => session::run_iteration(&mut ctx, scenario).await,
+        };
+        let (markers, failure) = outcome;
+        let end = Instant::now();
+        let us = |t: Instant| t.saturating_duration_since(run_start).as_micros() as u64;
+        if failure.is_some() {
+            progress.iterations_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        progress.iterations_done.fetch_add(1, Ordering::Relaxed);
+        rec.iteration(IterationRecord {
+            user,
+            iteration,
+            scenario: scenario.name.clone(),
+            start_us: us(begin),
+            end_us: us(end),
+            failure,
+            markers,
+        });
+        iteration += 1;
+        if let Some(think) = &plan.load.think_time {
+            let until = Instant::now() + think.sample(&mut rng);
+            tokio::select! {
+                _ = sleep_until(until) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+    progress.active_users.fetch_sub(1, Ordering::Relaxed);
+    rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sc(name: &str, weight: f64) -> ScenarioSpec {
+        ScenarioSpec {
+            name: name.into(),
+            weight,
+            timeout: None,
+            steps: vec![],
+        }
+    }
+
+    #[test]
+    fn weighted_choice_follows_weights_and_replays() {
+        let scs = [sc("a", 0.6), sc("b", 0.3), sc("c", 0.1), sc("never", 0.0)];
+        let mut rng = StdRng::seed_from_u64(user_seed(42, 0));
+        let picks: Vec<usize> = (0..10_000).map(|_| choose_scenario(&scs, &mut rng)).collect();
+        let share = |i| picks.iter().filter(|p| **p == i).count() as f64 / 10_000.0;
+        assert!((share(0) - 0.6).abs() < 0.03);
+        assert!((share(1) - 0.3).abs() < 0.03);
+        assert!((share(2) - 0.1).abs() < 0.02);
+        assert_eq!(share(3), 0.0);
+        let mut again = StdRng::seed_from_u64(user_seed(42, 0));
+        let replay: Vec<usize> = (0..10_000).map(|_| choose_scenario(&scs, &mut again)).collect();
+        assert_eq!(picks, replay);
+        assert_ne!(user_seed(42, 0), user_seed(42, 1));
+    }
+}

@@ -1,0 +1,329 @@
+//! Measurements: per-user recorders (plain HDR histograms in microseconds, counters, the
+//! iteration timeline), merged exactly into one [`Summary`] at the end of a run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Why an iteration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The connection could not be opened (refused, DNS, handshake, connect timeout).
+    ConnectError,
+    /// An `await` (or the scenario) ran out of time.
+    Timeout,
+    /// The server closed the connection mid-iteration.
+    ConnectionClosed,
+    /// The server sent something that is not the protocol (bad JSON, no type).
+    ProtocolError,
+    /// The server reported an error message.
+    ServerError,
+    /// Sending to the server failed.
+    SendError,
+    /// The run was stopped (Ctrl-C) while this iteration was in flight.
+    Aborted,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ConnectError => "connect_error",
+            FailureClass::Timeout => "timeout",
+            FailureClass::ConnectionClosed => "connection_closed",
+            FailureClass::ProtocolError => "protocol_error",
+            FailureClass::ServerError => "server_error",
+            FailureClass::SendError => "send_error",
+            FailureClass::Aborted => "aborted",
+        }
+    }
+}
+
+/// A failure with its context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// "step 3 (line 17)" or empty when not tied to a step.
+    pub step: String,
+    pub message: String,
+}
+
+/// One notable instant inside an iteration (for timelines).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Marker {
+    pub kind: String,
+    /// Microseconds since the run started.
+    pub at_us: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// One iteration (one call) of one virtual user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IterationRecord {
+    pub user: u32,
+    pub iteration: u64,
+    pub scenario: String,
+    /// Microseconds since the run started.
+    pub start_us: u64,
+    pub end_us: u64,
+    pub failure: Option<Failure>,
+    pub markers: Vec<Marker>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing, 3 significant figures (values in µs).
+    Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
+}
+
+/// Everything one virtual user measured. Owned by the user; merged at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    pub histograms: BTreeMap<String, Histogram<u64>>,
+    /// Lateness of each outgoing audio frame against its absolute schedule.
+    pub send_lag: Option<Histogram<u64>>,
+    pub iterations: Vec<IterationRecord>,
+}
+
+impl Recorder {
+    pub fn record(&mut self, metric: &str, value: Duration) {
+        let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
+        let h = self
+            .histograms
+            .entry(metric.to_string())
+            .or_insert_with(new_histogram);
+        // ok to ignore: auto-resizing histograms accept any u64
+        let _ = h.record(us.max(1));
+    }
+
+    pub fn record_send_lag(&mut self, lag: Duration) {
+        let us = lag.as_micros().min(u128::from(u64::MAX)) as u64;
+        let _ = self
+            .send_lag
+            .get_or_insert_with(new_histogram)
+            .record(us.max(1));
+    }
+
+    pub fn iteration(&mut self, rec: IterationRecord) {
+        self.iterations.push(rec);
+    }
+
+    /// Merge another recorder into this one (exact: histogram addition).
+    pub fn merge(&mut self, other: Recorder) {
+        for (name, h) in other.histograms {
+            match self.histograms.get_mut(&name) {
+                Some(mine) => {
+                    let _ = mine.add(&h);
+                }
+                None => {
+                    self.histograms.insert(name, h);
+                }
+            }
+        }
+        if let Some(h) = other.send_lag {
+            match &mut self.send_lag {
+                Some(mine) => {
+                    let _ = mine.add(&h);
+                }
+                None => self.send_lag = Some(h),
+            }
+        }
+        self.iterations.extend(other.iterations);
+    }
+}
+
+/// Statistics of one metric, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricStats {
+    pub count: u64,
+    pub min_ms: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl MetricStats {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| round3(us as f64 / 1000.0);
+        MetricStats {
+            count: h.len(),
+            min_ms: ms(h.min()),
+            mean_ms: round3(h.mean() / 1000.0),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Iteration counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IterationCounts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+impl IterationCounts {
+    /// Fraction of iterations that succeeded (None when none ran).
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.succeeded as f64 / self.total as f64)
+    }
+}
+
+/// The merged result of a run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub recorder: Recorder,
+    /// Every metric the plan declares, even ones that got no samples.
+    pub declared: Vec<String>,
+    pub elapsed: Duration,
+    pub aborted: bool,
+}
+
+impl Summary {
+    pub fn new(mut recorder: Recorder, declared: Vec<String>, elapsed: Duration, aborted: bool) -> Self {
+        recorder
+            .iterations
+            .sort_by_key(|r| (r.start_us, r.user, r.iteration));
+        Summary {
+            recorder,
+            declared,
+            elapsed,
+            aborted,
+        }
+    }
+
+    pub fn histogram(&self, metric: &str) -> Option<&Histogram<u64>> {
+        self.recorder.histograms.get(metric).filter(|h| !h.is_empty())
+    }
+
+    pub fn stats(&self, metric: &str) -> Option<MetricStats> {
+        self.histogram(metric).map(MetricStats::from_histogram)
+    }
+
+    /// Metric names in report order: declared ones first, then any others recorded.
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names = self.declared.clone();
+        for k in self.recorder.histograms.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        names
+    }
+
+    /// Iterations that ran to an outcome (those cut short by stopping the run are neither
+    /// successes nor failures; see [`Summary::aborted_iterations`]).
+    fn completed(&self) -> impl Iterator<Item = &IterationRecord> {
+        self.recorder
+            .iterations
+            .iter()
+            .filter(|r| !r.failure.as_ref().is_some_and(|f| f.class == FailureClass::Aborted))
+    }
+
+    pub fn aborted_iterations(&self) -> u64 {
+        (self.recorder.iterations.len() - self.completed().count()) as u64
+    }
+
+    pub fn iterations(&self) -> IterationCounts {
+        let total = self.completed().count() as u64;
+        let failed = self.completed().filter(|r| r.failure.is_some()).count() as u64;
+        IterationCounts {
+            total,
+            succeeded: total - failed,
+            failed,
+        }
+    }
+
+    /// Failure counts by class.
+    pub fn errors(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for r in self.completed() {
+            if let Some(f) = &r.failure {
+                *out.entry(f.class.as_str()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Per-scenario iteration counts.
+    pub fn scenarios(&self) -> BTreeMap<String, IterationCounts> {
+        let mut out: BTreeMap<String, IterationCounts> = BTreeMap::new();
+        for r in self.completed() {
+            let c = out.entry(r.scenario.clone()).or_default();
+            c.total += 1;
+            if r.failure.is_some() {
+                c.failed += 1;
+            } else {
+                c.succeeded += 1;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_is_exact() {
+        let mut a = Recorder::default();
+        let mut b = Recorder::default();
+        for ms in 1..=100u64 {
+            a.record("ttfa", Duration::from_millis(ms));
+            b.record("ttfa", Duration::from_millis(ms + 100));
+        }
+        a.merge(b);
+        let s = Summary::new(a, vec!["ttfa".into()], Duration::from_secs(1), false);
+        let st = s.stats("ttfa").unwrap();
+        assert_eq!(st.count, 200);
+        assert!((st.p50_ms - 100.0).abs() < 0.2, "{st:?}");
+        assert!((st.max_ms - 200.0).abs() < 0.2, "{st:?}");
+        assert!((st.min_ms - 1.0).abs() < 0.01, "{st:?}");
+    }
+
+    #[test]
+    fn counts_and_classes() {
+        let mut r = Recorder::default();
+        let rec = |failure| IterationRecord {
+            user: 0,
+            iteration: 0,
+            scenario: "s".into(),
+            start_us: 0,
+            end_us: 1,
+            failure,
+            markers: vec![],
+        };
+        r.iteration(rec(None));
+        r.iteration(rec(Some(Failure {
+            class: FailureClass::Timeout,
+            step: "step 1".into(),
+            message: "x".into(),
+        })));
+        let s = Summary::new(r, vec![], Duration::ZERO, false);
+        assert_eq!(
+            s.iterations(),
+            IterationCounts {
+                total: 2,
+                succeeded: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(s.errors().get("timeout"), Some(&1));
+        assert_eq!(s.iterations().success_rate(), Some(0.5));
+        assert!(s.stats("nothing").is_none());
+    }
+}

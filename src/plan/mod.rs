@@ -1,0 +1,432 @@
+//! Plans: loading YAML/TOML into the typed model, validating, and compiling for the engine.
+//!
+//! parse → validate → compile, with source positions all the way: every [`Diagnostic`] names the
+//! file, line and column. The engine only ever receives a [`compile::CompiledPlan`].
+
+pub mod compile;
+pub mod diag;
+pub mod model;
+pub mod threshold;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use compile::CompiledPlan;
+pub use diag::{Diagnostic, PlanError};
+pub use model::Plan;
+
+use crate::plan_path;
+use diag::{LocNode, Seg, at, did_you_mean, hint_for_serde_message, line_col, source_line};
+use threshold::Stat;
+
+/// Metrics every run records without being asked.
+pub const BUILTIN_METRICS: &[&str] = &["connect", "iteration"];
+
+/// The rate a plan can threshold without recording anything.
+pub const SUCCESS_RATE: &str = "success_rate";
+
+/// Events a step can `await` (servers may also send their own `type`s).
+pub const KNOWN_EVENTS: &[&str] = &[
+    "first_audio",
+    "audio",
+    "response_start",
+    "response_end",
+    "transcript",
+    "interrupted",
+    "resumed",
+    "tool_call",
+    "metrics",
+    "error",
+];
+
+/// A parsed plan with its source kept for positioned diagnostics.
+#[derive(Debug, Clone)]
+pub struct LoadedPlan {
+    pub plan: Plan,
+    pub path: PathBuf,
+    pub source: String,
+    pub tree: Option<LocNode>,
+}
+
+impl LoadedPlan {
+    /// Resolve a path written in the plan: relative to the plan's folder, or failing that
+    /// to the working directory (so `audio_files/x.wav` works from `plans/` when run at the
+    /// repository root).
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let beside = base.join(written);
+        if beside.exists() || Path::new(written).is_absolute() {
+            return beside;
+        }
+        let cwd = PathBuf::from(written);
+        if cwd.exists() { cwd } else { beside }
+    }
+
+    pub(crate) fn diag(
+        &self,
+        path: &[Seg],
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        at(
+            &self.path,
+            &self.source,
+            self.tree.as_ref(),
+            path,
+            message,
+            hint,
+        )
+    }
+}
+
+/// Whether a path names a TOML plan (otherwise YAML).
+fn is_toml(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
+/// Read, parse and validate a plan file.
+pub fn load(path: &Path) -> Result<LoadedPlan, PlanError> {
+    let ext_ok = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["yaml", "yml", "toml"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    let simple = |message: String, hint: Option<String>| {
+        PlanError(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+            hint,
+            source_line: None,
+        }])
+    };
+    if !ext_ok {
+        return Err(simple(
+            "a plan file must end in .yaml, .yml or .toml".into(),
+            None,
+        ));
+    }
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        let hint = (e.kind() == std::io::ErrorKind::NotFound)
+            .then(|| "check the path; plans usually live in plans/".to_string());
+        simple(format!("cannot read plan: {e}"), hint)
+    })?;
+    parse_str(&source, path)
+}
+
+/// Parse and validate plan text; `path` names it in errors and picks the format.
+pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
+    let toml_format = is_toml(path);
+    let plan = if toml_format {
+        toml::from_str::<Plan>(source).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(source, s.start));
+            let message = e.message().trim().to_string();
+            serde_diag(path, source, line, column, message)
+        })?
+    } else {
+        serde_saphyr::from_str::<Plan>(source).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+            serde_diag(path, source, line, column, saphyr_message(&e))
+        })?
+    };
+    let loaded = LoadedPlan {
+        plan,
+        path: path.to_path_buf(),
+        source: source.to_string(),
+        tree: diag::locate_tree(source, toml_format),
+    };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// serde-saphyr's Display is `error: line L column C: MESSAGE` plus a snippet; keep MESSAGE.
+fn saphyr_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match first.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") => rest,
+        _ => first,
+    };
+    message.trim().to_string()
+}
+
+fn serde_diag(path: &Path, source: &str, line: usize, column: usize, message: String) -> PlanError {
+    let hint = hint_for_serde_message(&message);
+    let message = if message.starts_with("missing field") {
+        format!("{message} (required here)")
+    } else {
+        message
+    };
+    PlanError(vec![Diagnostic {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message,
+        hint,
+        source_line: source_line(source, line),
+    }])
+}
+
+/// Every metric name a plan records (built-ins plus `record:` names), in plan order.
+pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
+    let mut names: Vec<String> = BUILTIN_METRICS.iter().map(|s| s.to_string()).collect();
+    for sc in &plan.scenarios {
+        for step in &sc.steps {
+            if let Some(r) = &step.record
+                && !names.contains(r)
+            {
+                names.push(r.clone());
+            }
+        }
+    }
+    names
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Semantic checks that serde cannot express; all problems at once.
+fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
+    let plan = &lp.plan;
+    let mut errs = Vec::new();
+
+    if plan.name.trim().is_empty() {
+        errs.push(lp.diag(&plan_path!["name"], "the plan name is empty", None));
+    }
+
+    // target
+    let url = plan.target.url.trim();
+    if url != "builtin" && !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        errs.push(lp.diag(
+            &plan_path!["target", "url"],
+            format!("target url `{url}` is not supported: expected `builtin`, `ws://…` or `wss://…`"),
+            Some("use `builtin` for the embedded reference agent".into()),
+        ));
+    }
+    if !(8_000..=48_000).contains(&plan.target.sample_rate) {
+        errs.push(lp.diag(
+            &plan_path!["target", "sample_rate"],
+            format!("sample_rate {} is outside 8000..=48000 Hz", plan.target.sample_rate),
+            None,
+        ));
+    }
+    let agent = &plan.target.agent;
+    for (name, p) in [
+        ("tool_fraction", agent.tool_fraction),
+        ("drop", agent.faults.drop),
+        ("stall", agent.faults.stall),
+        ("malformed", agent.faults.malformed),
+    ] {
+        if let Some(p) = p
+            && !(0.0..=1.0).contains(&p)
+        {
+            let path = if name == "tool_fraction" {
+                plan_path!["target", "agent", name]
+            } else {
+                plan_path!["target", "agent", "faults", name]
+            };
+            errs.push(lp.diag(&path, format!("`{name}` is a probability: 0..1, found {p}"), None));
+        }
+    }
+
+    // load
+    let load = &plan.load;
+    if load.users == 0 || load.users > 100_000 {
+        errs.push(lp.diag(
+            &plan_path!["load", "users"],
+            format!("users must be 1..=100000, found {}", load.users),
+            None,
+        ));
+    }
+    if load.iterations == Some(0) {
+        errs.push(lp.diag(&plan_path!["load", "iterations"], "iterations must be at least 1", None));
+    }
+    if load.duration.is_some_and(|d| d.0.is_zero()) {
+        errs.push(lp.diag(&plan_path!["load", "duration"], "duration must be longer than 0", None));
+    }
+
+    // scenarios
+    if plan.scenarios.is_empty() {
+        errs.push(lp.diag(&plan_path!["scenarios"], "a plan needs at least one scenario", None));
+    }
+    let mut names = BTreeSet::new();
+    let mut total_weight = 0.0;
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        if !names.insert(sc.name.as_str()) {
+            errs.push(lp.diag(
+                &plan_path!["scenarios", si, "name"],
+                format!("scenario name `{}` is used twice", sc.name),
+                None,
+            ));
+        }
+        if !sc.weight.is_finite() || sc.weight < 0.0 {
+            errs.push(lp.diag(
+                &plan_path!["scenarios", si, "weight"],
+                format!("weight must be a non-negative number, found {}", sc.weight),
+                None,
+            ));
+        } else {
+            total_weight += sc.weight;
+        }
+        if sc.steps.is_empty() {
+            errs.push(lp.diag(
+                &plan_path!["scenarios", si, "steps"],
+                format!("scenario `{}` has no steps", sc.name),
+                None,
+            ));
+        }
+        for (i, step) in sc.steps.iter().enumerate() {
+            validate_step(lp, si, i, step, &mut errs);
+        }
+    }
+    if !plan.scenarios.is_empty() && total_weight <= 0.0 {
+        errs.push(lp.diag(
+            &plan_path!["scenarios"],
+            "the scenario weights add up to 0: no scenario could ever run",
+            Some("give at least one scenario a positive `weight`".into()),
+        ));
+    }
+
+    // thresholds
+    let metrics = recorded_metrics(plan);
+    let mut known: Vec<&str> = metrics.iter().map(String::as_str).collect();
+    known.push(SUCCESS_RATE);
+    for (name, exprs) in &plan.thresholds {
+        let path = plan_path!["thresholds", name.as_str()];
+        if !known.contains(&name.as_str()) {
+            let hint = did_you_mean(name, &known)
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| {
+                    format!("metrics in this plan: {}", known.join(", "))
+                });
+            errs.push(lp.diag(
+                &path,
+                format!("threshold on `{name}`, but no step records a metric of that name"),
+                Some(hint),
+            ));
+            continue;
+        }
+        if exprs.0.is_empty() {
+            errs.push(lp.diag(&path, format!("threshold `{name}` has an empty list"), None));
+        }
+        for e in &exprs.0 {
+            if name == SUCCESS_RATE {
+                if e.stat.is_some_and(|s| s != Stat::Rate) || e.limit_is_duration {
+                    errs.push(lp.diag(
+                        &path,
+                        format!("`{SUCCESS_RATE}` is a ratio 0..1: write e.g. `> 0.99`, not `{e}`"),
+                        None,
+                    ));
+                }
+            } else {
+                match e.stat {
+                    None | Some(Stat::Rate) => errs.push(lp.diag(
+                        &path,
+                        format!("threshold `{e}` on `{name}` needs a statistic"),
+                        Some("e.g. `p95 < 1.5s` (p50, p90, p95, p99, mean, min, max, count)".into()),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    if errs.is_empty() { Ok(()) } else { Err(PlanError(errs)) }
+}
+
+fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs: &mut Vec<Diagnostic>) {
+    let path = plan_path!["scenarios", si, "steps", i];
+    let actions = step.actions();
+    match actions.as_slice() {
+        [] => {
+            errs.push(lp.diag(
+                &path,
+                "this step has no action",
+                Some(format!("a step needs exactly one of: {}", model::STEP_ACTIONS.join(", "))),
+            ));
+            return;
+        }
+        [_] => {}
+        many => {
+            errs.push(lp.diag(
+                &path,
+                format!("this step has {} actions ({}): one action per step", many.len(), many.join(", ")),
+                Some("split it into one step per action".into()),
+            ));
+            return;
+        }
+    }
+    let action = actions[0];
+    let with = |key: &str| {
+        let mut p = path.clone();
+        p.push(Seg::Key(key.into()));
+        p
+    };
+    if action != "await" {
+        for (key, present) in [("record", step.record.is_some()), ("timeout", step.timeout.is_some())] {
+            if present {
+                errs.push(lp.diag(
+                    &with(key),
+                    format!("`{key}` applies to `await` steps, not `{action}`"),
+                    None,
+                ));
+            }
+        }
+    }
+    if let Some(name) = &step.send
+        && crate::protocol::Control::from_name(name).is_none()
+    {
+        let hint = did_you_mean(name, crate::protocol::Control::NAMES)
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("expected one of {}", crate::protocol::Control::NAMES.join(", ")));
+        errs.push(lp.diag(&with("send"), format!("unknown control message `{name}`"), Some(hint)));
+    }
+    if let Some(event) = &step.await_ {
+        // Servers may send their own types, so unknown names are allowed, but a near miss of a
+        // known name is almost certainly a typo that would otherwise hang until the timeout.
+        if !KNOWN_EVENTS.contains(&event.as_str())
+            && let Some(s) = did_you_mean(event, KNOWN_EVENTS)
+        {
+            errs.push(lp.diag(
+                &with("await"),
+                format!("unknown event `{event}`"),
+                Some(format!("did you mean `{s}`?")),
+            ));
+        }
+    }
+    if let Some(name) = &step.record {
+        if !is_identifier(name) {
+            errs.push(lp.diag(
+                &with("record"),
+                format!("metric name `{name}` must be lowercase letters, digits and `_`"),
+                None,
+            ));
+        } else if name == SUCCESS_RATE {
+            errs.push(lp.diag(&with("record"), format!("`{SUCCESS_RATE}` is reserved"), None));
+        }
+    }
+    if let Some(audio) = &step.send_audio {
+        if let Some(frame) = audio.frame
+            && !(std::time::Duration::from_millis(10)..=std::time::Duration::from_millis(100))
+                .contains(&frame.0)
+        {
+            errs.push(lp.diag(&with("send_audio"), "frame must be 10ms..100ms", None));
+        }
+        let file = lp.resolve(&audio.file);
+        if !file.is_file() {
+            errs.push(lp.diag(
+                &with("send_audio"),
+                format!("audio file `{}` not found (looked at {})", audio.file, file.display()),
+                Some("paths are relative to the plan file's folder or the working directory".into()),
+            ));
+        }
+    }
+}

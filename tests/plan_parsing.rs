@@ -1,0 +1,202 @@
+//! Plan parsing: good plans load, bad plans give file:line:column errors with hints, the
+//! checked-in schema is current.
+
+use std::path::Path;
+
+use planrun::plan::{self, PlanError};
+
+fn parse(name: &str, text: &str) -> Result<plan::LoadedPlan, PlanError> {
+    // Paths are resolved against the working directory (the crate root under cargo test).
+    plan::parse_str(text, Path::new(name))
+}
+
+fn err(name: &str, text: &str) -> String {
+    match parse(name, text) {
+        Ok(_) => panic!("{name} should not parse"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const GOOD_YAML: &str = "\
+name: t
+target:
+  url: builtin
+load:
+  users: 2
+  iterations: 3
+scenarios:
+  - name: a
+    steps:
+      - send_audio: audio_files/hello.wav
+      - send: speech_end
+      - await: first_audio
+        record: ttfa
+        timeout: 2s
+      - wait: 100ms..200ms
+thresholds:
+  ttfa: [p95 < 1s, p99 < 2s]
+  success_rate: \"> 0.9\"
+";
+
+#[test]
+fn every_example_plan_validates_and_compiles() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("plans").unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !["yaml", "yml", "toml"].contains(&ext) {
+            continue;
+        }
+        let lp = plan::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        plan::compile::compile(&lp).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 2, "expected example plans in plans/");
+}
+
+#[test]
+fn yaml_and_toml_give_the_same_model() {
+    let y = parse("t.yaml", GOOD_YAML).unwrap();
+    let toml_text = r#"
+name = "t"
+[target]
+url = "builtin"
+[load]
+users = 2
+iterations = 3
+[[scenarios]]
+name = "a"
+[[scenarios.steps]]
+send_audio = "audio_files/hello.wav"
+[[scenarios.steps]]
+send = "speech_end"
+[[scenarios.steps]]
+await = "first_audio"
+record = "ttfa"
+timeout = "2s"
+[[scenarios.steps]]
+wait = "100ms..200ms"
+[thresholds]
+ttfa = ["p95 < 1s", "p99 < 2s"]
+success_rate = "> 0.9"
+"#;
+    let t = parse("t.toml", toml_text).unwrap();
+    let (a, b) = (
+        plan::compile::compile(&y).unwrap(),
+        plan::compile::compile(&t).unwrap(),
+    );
+    assert_eq!(a.load.users, b.load.users);
+    assert_eq!(a.load.iterations, Some(3));
+    assert_eq!(a.scenarios[0].steps.len(), b.scenarios[0].steps.len());
+    assert_eq!(a.thresholds.len(), 3);
+    assert_eq!(b.thresholds.len(), 3);
+    assert_eq!(a.metrics, b.metrics);
+    assert_eq!(a.metrics, ["connect", "iteration", "ttfa"]);
+    // Steps remember their lines.
+    assert_eq!(a.scenarios[0].steps[2].line, 12);
+    assert_eq!(b.scenarios[0].steps[1].line, 14);
+}
+
+#[test]
+fn misspelt_key_names_position_and_suggestion() {
+    let text = GOOD_YAML.replace("  users: 2", "  usres: 2");
+    let e = err("plans/bad.yaml", &text);
+    assert!(e.contains("plans/bad.yaml:5:3"), "{e}");
+    assert!(e.contains("unknown field `usres`"), "{e}");
+    assert!(e.contains("did you mean `users`?"), "{e}");
+
+    let e = err("plans/bad.toml", "name = 'x'\n[target]\nurl = 'builtin'\n[load]\nusres = 2\n");
+    assert!(e.contains("plans/bad.toml:5:1"), "{e}");
+    assert!(e.contains("did you mean `users`?"), "{e}");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let e = err("p.yaml", &GOOD_YAML.replace("timeout: 2s", "timeout: 2 parsecs"));
+    assert!(e.contains("p.yaml:14:18"), "{e}");
+    assert!(e.contains("unknown duration unit"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("p95 < 1s", "p59 < 1s"));
+    assert!(e.contains("p.yaml:17:"), "{e}");
+    assert!(e.contains("did you mean `p95`"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("users: 2", "users: many"));
+    assert!(e.contains("p.yaml:5:10"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let e = err("s.yaml", "name: x\ntarget: [\n");
+    assert!(e.contains("s.yaml:"), "{e}");
+    assert!(!e.contains("s.yaml: error"), "a line and column are expected: {e}");
+    let e = err("s.toml", "name = 'x'\n[target\n");
+    assert!(e.contains("s.toml:2:"), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_positioned() {
+    let e = err("p.yaml", &GOOD_YAML.replace("send: speech_end", "send: speech_edn"));
+    assert!(e.contains("p.yaml:11:"), "{e}");
+    assert!(e.contains("did you mean `speech_end`?"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("await: first_audio", "await: frist_audio"));
+    assert!(e.contains("p.yaml:12:"), "{e}");
+    assert!(e.contains("did you mean `first_audio`?"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("  ttfa: [", "  tffa: ["));
+    assert!(e.contains("p.yaml:17:"), "{e}");
+    assert!(e.contains("no step records a metric"), "{e}");
+    assert!(e.contains("did you mean `ttfa`?"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("audio_files/hello.wav", "audio_files/nope.wav"));
+    assert!(e.contains("p.yaml:10:"), "{e}");
+    assert!(e.contains("nope.wav` not found"), "{e}");
+
+    let two_actions = GOOD_YAML.replace("      - wait: 100ms..200ms", "      - wait: 1s\n        send: speech_end");
+    let e = err("p.yaml", &two_actions);
+    assert!(e.contains("one action per step"), "{e}");
+    assert!(e.contains("p.yaml:15:"), "{e}");
+
+    let e = err("p.yaml", &GOOD_YAML.replace("success_rate: \"> 0.9\"", "success_rate: \"p95 < 1s\""));
+    assert!(e.contains("ratio"), "{e}");
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let text = GOOD_YAML
+        .replace("send: speech_end", "send: speech_edn")
+        .replace("  ttfa: [", "  tffa: [");
+    match parse("p.yaml", &text) {
+        Err(PlanError(diags)) => assert_eq!(diags.len(), 2, "{diags:?}"),
+        Ok(_) => panic!("should fail"),
+    }
+}
+
+#[test]
+fn missing_file_and_wrong_extension() {
+    let e = plan::load(Path::new("plans/does-not-exist.yaml")).unwrap_err().to_string();
+    assert!(e.contains("plans/does-not-exist.yaml"), "{e}");
+    assert!(e.contains("cannot read plan"), "{e}");
+    let e = plan::load(Path::new("Cargo.lock")).unwrap_err().to_string();
+    assert!(e.contains(".yaml, .yml or .toml"), "{e}");
+}
+
+#[test]
+fn checked_in_schema_is_current() {
+    let generated = planrun::cli::schema_json();
+    let on_disk = std::fs::read_to_string("schemas/plan.schema.json").unwrap_or_default();
+    assert!(
+        generated.trim() == on_disk.trim(),
+        "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`"
+    );
+}
+
+#[test]
+fn schema_describes_steps_exactly() {
+    let schema: serde_json::Value = serde_json::from_str(&planrun::cli::schema_json()).unwrap();
+    let step = &schema["$defs"]["Step"];
+    assert_eq!(step["additionalProperties"], false);
+    let one_of = step["oneOf"].as_array().unwrap();
+    assert_eq!(one_of.len(), 4);
+    assert!(step["properties"]["await"].is_object());
+}
