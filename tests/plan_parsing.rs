@@ -94,7 +94,7 @@ success_rate = "> 0.9"
     assert_eq!(a.metrics, ["connect", "iteration", "ttfa"]);
     // Steps remember their lines.
     assert_eq!(a.scenarios[0].steps[2].line, 12);
-    assert_eq!(b.scenarios[0].steps[1].line, 14);
+    assert_eq!(b.scenarios[0].steps[1].line, 12); // the [[scenarios.steps]] header
 }
 
 #[test]

@@ -66,12 +66,22 @@ impl std::error::Error for PlanError {}
 
 /// The nearest candidate within edit distance 2 (and less than the word's length).
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let sorted = |s: &str| {
+        let mut v: Vec<char> = s.chars().collect();
+        v.sort_unstable();
+        v
+    };
+    let letters = sorted(word);
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
-        .filter(|(d, _)| *d <= 2 && *d < word.len().max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|c| {
+            // Among equally near candidates prefer an anagram (`p59` → `p95`, not `p50`).
+            let anagram = sorted(c) == letters;
+            (strsim::damerau_levenshtein(word, c), !anagram, *c)
+        })
+        .filter(|(d, _, _)| *d <= 2 && *d < word.len().max(1))
+        .min_by_key(|(d, not_anagram, _)| (*d, *not_anagram))
+        .map(|(_, _, c)| c)
 }
 
 /// Turn serde's "unknown field `x`, expected one of a, b" (either crate's wording) into a hint.

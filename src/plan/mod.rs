@@ -149,6 +149,11 @@ fn saphyr_message(e: &serde_saphyr::Error) -> String {
         Some((head, rest)) if head.starts_with("line ") => rest,
         _ => first,
     };
+    // Custom (serde::de::Error::custom) messages carry their position again at the end.
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => &message[..i],
+        _ => message,
+    };
     message.trim().to_string()
 }
 
