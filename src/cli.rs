@@ -157,10 +157,17 @@ pub fn main() -> u8 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::INVALID } else { exit::PASSED };
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::PASSED
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("planrun: cannot start the async runtime: {e}");
@@ -179,7 +186,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
             println!("{}", schema_json());
             exit::PASSED
         }
-        Some(Command::Agent(args)) => match agent::serve_forever(&args.listen, args.config()).await {
+        Some(Command::Agent(args)) => match agent::serve_forever(&args.listen, args.config()).await
+        {
             Ok(()) => exit::PASSED,
             Err(e) => {
                 eprintln!("planrun agent: {e:#}");
@@ -286,7 +294,11 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
         let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
         for t in rep.thresholds.iter().filter(|t| !t.passed) {
-            let _ = writeln!(stdout, "  FAIL {} {} (observed {})", t.metric, t.expression, t.observed_text);
+            let _ = writeln!(
+                stdout,
+                "  FAIL {} {} (observed {})",
+                t.metric, t.expression, t.observed_text
+            );
         }
     }
     match &written {
@@ -302,7 +314,10 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
     if rep.aborted {
         exit::INTERRUPTED
     } else if all_refused {
-        eprintln!("planrun: every connection to {} failed; the run could not proceed", rep.target);
+        eprintln!(
+            "planrun: every connection to {} failed; the run could not proceed",
+            rep.target
+        );
         exit::CANNOT_RUN
     } else if written.is_err() {
         exit::CANNOT_RUN

@@ -25,9 +25,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("`{t}` has no unit: write e.g. `{t}ms` or `{t}s`"))?;
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a duration: expected a number then a unit, e.g. `250ms`"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("`{t}` is not a duration: expected a number then a unit, e.g. `250ms`")
+    })?;
     let secs = match unit.trim() {
         "us" | "µs" => value / 1e6,
         "ms" => value / 1e3,
@@ -40,7 +40,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration `{t}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -51,9 +51,9 @@ pub fn format_duration(d: Duration) -> String {
     let us = d.as_micros();
     if us == 0 {
         "0ms".into()
-    } else if us % 1_000_000 == 0 {
+    } else if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{}us", us)
@@ -163,7 +163,12 @@ impl FromStr for Dist {
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| format!("lognormal sigma must be a non-negative number, found `{}`", v[1]))?;
+                .ok_or_else(|| {
+                    format!(
+                        "lognormal sigma must be a non-negative number, found `{}`",
+                        v[1]
+                    )
+                })?;
             return Ok(Dist::LogNormal {
                 median: parse_duration(v[0])?,
                 sigma,
@@ -173,7 +178,9 @@ impl FromStr for Dist {
             let lo = parse_duration(lo)?;
             let hi = parse_duration(hi)?;
             if hi < lo {
-                return Err(format!("range `{t}` has its upper bound below its lower bound"));
+                return Err(format!(
+                    "range `{t}` has its upper bound below its lower bound"
+                ));
             }
             return Ok(Dist::Uniform(lo, hi));
         }
@@ -190,7 +197,9 @@ impl fmt::Display for Dist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Dist::Fixed(d) => write!(f, "{}", format_duration(*d)),
-            Dist::Uniform(lo, hi) => write!(f, "{}..{}", format_duration(*lo), format_duration(*hi)),
+            Dist::Uniform(lo, hi) => {
+                write!(f, "{}..{}", format_duration(*lo), format_duration(*hi))
+            }
             Dist::Normal { mean, std_dev } => write!(
                 f,
                 "normal({}, {})",
@@ -217,7 +226,11 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("250").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3parsecs").unwrap_err().contains("unknown duration unit"));
+        assert!(
+            parse_duration("3parsecs")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
     }
 
     #[test]
@@ -227,9 +240,18 @@ mod tests {
             "300ms..800ms".parse::<Dist>().unwrap(),
             Dist::Uniform(Duration::from_millis(300), Duration::from_millis(800))
         );
-        assert!(matches!("normal(1s, 100ms)".parse::<Dist>().unwrap(), Dist::Normal { .. }));
-        assert!(matches!("exponential(200ms)".parse::<Dist>().unwrap(), Dist::Exponential { .. }));
-        assert!(matches!("lognormal(400ms, 0.3)".parse::<Dist>().unwrap(), Dist::LogNormal { .. }));
+        assert!(matches!(
+            "normal(1s, 100ms)".parse::<Dist>().unwrap(),
+            Dist::Normal { .. }
+        ));
+        assert!(matches!(
+            "exponential(200ms)".parse::<Dist>().unwrap(),
+            Dist::Exponential { .. }
+        ));
+        assert!(matches!(
+            "lognormal(400ms, 0.3)".parse::<Dist>().unwrap(),
+            Dist::LogNormal { .. }
+        ));
         assert!("800ms..300ms".parse::<Dist>().is_err());
         assert!("normal(1s)".parse::<Dist>().is_err());
     }
@@ -249,13 +271,20 @@ mod tests {
     #[test]
     fn distribution_means_are_close() {
         let mut rng = StdRng::seed_from_u64(1);
-        for text in ["normal(500ms, 50ms)", "exponential(200ms)", "lognormal(400ms, 0.3)"] {
+        for text in [
+            "normal(500ms, 50ms)",
+            "exponential(200ms)",
+            "lognormal(400ms, 0.3)",
+        ] {
             let d: Dist = text.parse().unwrap();
             let n = 20_000;
             let total: f64 = (0..n).map(|_| d.sample(&mut rng).as_secs_f64()).sum();
             let mean = total / n as f64;
             let want = d.mean().as_secs_f64();
-            assert!((mean - want).abs() / want < 0.05, "{text}: mean {mean} want {want}");
+            assert!(
+                (mean - want).abs() / want < 0.05,
+                "{text}: mean {mean} want {want}"
+            );
         }
     }
 }

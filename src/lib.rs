@@ -5,11 +5,11 @@
 
 pub mod agent;
 pub mod audio;
+pub mod cli;
 pub mod dist;
-pub mod protocol;
+pub mod engine;
 pub mod metrics;
 pub mod plan;
-pub mod engine;
-pub mod thresholds;
-pub mod cli;
+pub mod protocol;
 pub mod report;
+pub mod thresholds;

@@ -193,7 +193,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(mut recorder: Recorder, declared: Vec<String>, elapsed: Duration, aborted: bool) -> Self {
+    pub fn new(
+        mut recorder: Recorder,
+        declared: Vec<String>,
+        elapsed: Duration,
+        aborted: bool,
+    ) -> Self {
         recorder
             .iterations
             .sort_by_key(|r| (r.start_us, r.user, r.iteration));
@@ -206,7 +211,10 @@ impl Summary {
     }
 
     pub fn histogram(&self, metric: &str) -> Option<&Histogram<u64>> {
-        self.recorder.histograms.get(metric).filter(|h| !h.is_empty())
+        self.recorder
+            .histograms
+            .get(metric)
+            .filter(|h| !h.is_empty())
     }
 
     pub fn stats(&self, metric: &str) -> Option<MetricStats> {
@@ -227,10 +235,11 @@ impl Summary {
     /// Iterations that ran to an outcome (those cut short by stopping the run are neither
     /// successes nor failures; see [`Summary::aborted_iterations`]).
     fn completed(&self) -> impl Iterator<Item = &IterationRecord> {
-        self.recorder
-            .iterations
-            .iter()
-            .filter(|r| !r.failure.as_ref().is_some_and(|f| f.class == FailureClass::Aborted))
+        self.recorder.iterations.iter().filter(|r| {
+            r.failure
+                .as_ref()
+                .is_none_or(|f| f.class != FailureClass::Aborted)
+        })
     }
 
     pub fn aborted_iterations(&self) -> u64 {

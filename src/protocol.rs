@@ -111,7 +111,10 @@ pub struct ProtocolError(pub String);
 /// Decode a server text message (JSON with a `type`).
 pub fn decode_server_text(text: &str) -> Result<ServerEvent, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        ProtocolError(format!("server sent text that is not JSON ({e}): {}", preview(text)))
+        ProtocolError(format!(
+            "server sent text that is not JSON ({e}): {}",
+            preview(text)
+        ))
     })?;
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
         return Err(ProtocolError(format!(
@@ -163,7 +166,10 @@ pub fn encode_server_event(event: &ServerEvent) -> Message {
 pub fn decode_client_text(text: &str) -> Result<Control, ProtocolError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError(format!("client sent text that is not JSON ({e})")))?;
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     Control::from_name(kind)
         .ok_or_else(|| ProtocolError(format!("unknown client message type `{kind}`")))
 }

@@ -48,9 +48,7 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 // A count is observable even when zero.
                 Some(summary.stats(&t.metric).map_or(0.0, |s| s.count as f64))
             } else {
-                summary
-                    .stats(&t.metric)
-                    .and_then(|s| stat_value(&s, stat))
+                summary.stats(&t.metric).and_then(|s| stat_value(&s, stat))
             };
             let passed = observed.is_some_and(|v| t.expr.op.holds(v, t.expr.limit));
             let observed_text = match observed {
@@ -109,7 +107,12 @@ mod tests {
                 markers: vec![],
             });
         }
-        Summary::new(r, vec!["ttfa".into(), "never".into()], Duration::from_secs(1), false)
+        Summary::new(
+            r,
+            vec!["ttfa".into(), "never".into()],
+            Duration::from_secs(1),
+            false,
+        )
     }
 
     #[test]
@@ -134,7 +137,10 @@ mod tests {
                 spec("never", "count < 1"),
             ],
         );
-        assert_eq!(r.iter().map(|r| r.passed).collect::<Vec<_>>(), [false, true, true, true]);
+        assert_eq!(
+            r.iter().map(|r| r.passed).collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
         assert_eq!(r[0].observed, Some(0.97));
     }
 

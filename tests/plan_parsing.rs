@@ -43,7 +43,10 @@ fn every_example_plan_validates_and_compiles() {
     let mut seen = 0;
     for entry in std::fs::read_dir("plans").unwrap() {
         let path = entry.unwrap().path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         if !["yaml", "yml", "toml"].contains(&ext) {
             continue;
         }
@@ -105,14 +108,20 @@ fn misspelt_key_names_position_and_suggestion() {
     assert!(e.contains("unknown field `usres`"), "{e}");
     assert!(e.contains("did you mean `users`?"), "{e}");
 
-    let e = err("plans/bad.toml", "name = 'x'\n[target]\nurl = 'builtin'\n[load]\nusres = 2\n");
+    let e = err(
+        "plans/bad.toml",
+        "name = 'x'\n[target]\nurl = 'builtin'\n[load]\nusres = 2\n",
+    );
     assert!(e.contains("plans/bad.toml:5:1"), "{e}");
     assert!(e.contains("did you mean `users`?"), "{e}");
 }
 
 #[test]
 fn bad_values_point_at_the_value() {
-    let e = err("p.yaml", &GOOD_YAML.replace("timeout: 2s", "timeout: 2 parsecs"));
+    let e = err(
+        "p.yaml",
+        &GOOD_YAML.replace("timeout: 2s", "timeout: 2 parsecs"),
+    );
     assert!(e.contains("p.yaml:14:18"), "{e}");
     assert!(e.contains("unknown duration unit"), "{e}");
 
@@ -128,18 +137,27 @@ fn bad_values_point_at_the_value() {
 fn syntax_errors_have_positions() {
     let e = err("s.yaml", "name: x\ntarget: [\n");
     assert!(e.contains("s.yaml:"), "{e}");
-    assert!(!e.contains("s.yaml: error"), "a line and column are expected: {e}");
+    assert!(
+        !e.contains("s.yaml: error"),
+        "a line and column are expected: {e}"
+    );
     let e = err("s.toml", "name = 'x'\n[target\n");
     assert!(e.contains("s.toml:2:"), "{e}");
 }
 
 #[test]
 fn semantic_errors_are_positioned() {
-    let e = err("p.yaml", &GOOD_YAML.replace("send: speech_end", "send: speech_edn"));
+    let e = err(
+        "p.yaml",
+        &GOOD_YAML.replace("send: speech_end", "send: speech_edn"),
+    );
     assert!(e.contains("p.yaml:11:"), "{e}");
     assert!(e.contains("did you mean `speech_end`?"), "{e}");
 
-    let e = err("p.yaml", &GOOD_YAML.replace("await: first_audio", "await: frist_audio"));
+    let e = err(
+        "p.yaml",
+        &GOOD_YAML.replace("await: first_audio", "await: frist_audio"),
+    );
     assert!(e.contains("p.yaml:12:"), "{e}");
     assert!(e.contains("did you mean `first_audio`?"), "{e}");
 
@@ -148,16 +166,25 @@ fn semantic_errors_are_positioned() {
     assert!(e.contains("no step records a metric"), "{e}");
     assert!(e.contains("did you mean `ttfa`?"), "{e}");
 
-    let e = err("p.yaml", &GOOD_YAML.replace("audio_files/hello.wav", "audio_files/nope.wav"));
+    let e = err(
+        "p.yaml",
+        &GOOD_YAML.replace("audio_files/hello.wav", "audio_files/nope.wav"),
+    );
     assert!(e.contains("p.yaml:10:"), "{e}");
     assert!(e.contains("nope.wav` not found"), "{e}");
 
-    let two_actions = GOOD_YAML.replace("      - wait: 100ms..200ms", "      - wait: 1s\n        send: speech_end");
+    let two_actions = GOOD_YAML.replace(
+        "      - wait: 100ms..200ms",
+        "      - wait: 1s\n        send: speech_end",
+    );
     let e = err("p.yaml", &two_actions);
     assert!(e.contains("one action per step"), "{e}");
     assert!(e.contains("p.yaml:15:"), "{e}");
 
-    let e = err("p.yaml", &GOOD_YAML.replace("success_rate: \"> 0.9\"", "success_rate: \"p95 < 1s\""));
+    let e = err(
+        "p.yaml",
+        &GOOD_YAML.replace("success_rate: \"> 0.9\"", "success_rate: \"p95 < 1s\""),
+    );
     assert!(e.contains("ratio"), "{e}");
 }
 
@@ -174,7 +201,9 @@ fn several_errors_are_reported_together() {
 
 #[test]
 fn missing_file_and_wrong_extension() {
-    let e = plan::load(Path::new("plans/does-not-exist.yaml")).unwrap_err().to_string();
+    let e = plan::load(Path::new("plans/does-not-exist.yaml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("plans/does-not-exist.yaml"), "{e}");
     assert!(e.contains("cannot read plan"), "{e}");
     let e = plan::load(Path::new("Cargo.lock")).unwrap_err().to_string();

@@ -85,7 +85,12 @@ async fn builtin_run_measures_the_configured_latency() {
     let path = write_plan(
         &dir,
         "p.yaml",
-        &plan_text("builtin", 3, 2, "  ttfa: [p95 < 1s]\n  success_rate: \"> 0.99\""),
+        &plan_text(
+            "builtin",
+            3,
+            2,
+            "  ttfa: [p95 < 1s]\n  success_rate: \"> 0.99\"",
+        ),
     );
     let compiled = plan::compile::compile(&plan::load(&path).unwrap()).unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -113,9 +118,19 @@ async fn builtin_run_measures_the_configured_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_run_writes_reports_and_exits_zero() {
     let dir = temp_dir("reports");
-    let path = write_plan(&dir, "p.yaml", &plan_text("builtin", 2, 1, "  ttfa: p95 < 2s"));
+    let path = write_plan(
+        &dir,
+        "p.yaml",
+        &plan_text("builtin", 2, 1, "  ttfa: p95 < 2s"),
+    );
     let out = dir.join("out");
-    let code = run_cli(&[path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).await;
+    let code = run_cli(&[
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+    .await;
     assert_eq!(code, exit::PASSED);
     let json = read_json(&out);
     assert_eq!(json["plan"], "e2e");
@@ -124,7 +139,9 @@ async fn cli_run_writes_reports_and_exits_zero() {
     assert_eq!(json["iterations"]["succeeded"], 2);
     assert_eq!(json["iterations"]["failed"], 0);
     assert!(json["errors"].as_object().unwrap().is_empty());
-    for key in ["count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"] {
+    for key in [
+        "count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+    ] {
         assert!(json["metrics"]["ttfa"][key].is_number(), "{key}: {json}");
     }
     assert_eq!(json["metrics"]["ttfa"]["count"], 2);
@@ -187,10 +204,22 @@ async fn unreachable_target_exits_3_and_still_reports() {
         .unwrap()
         .port();
     let dir = temp_dir("refused");
-    let path = write_plan(&dir, "p.yaml", &plan_text("builtin", 2, 1, "  ttfa: p95 < 1s"));
+    let path = write_plan(
+        &dir,
+        "p.yaml",
+        &plan_text("builtin", 2, 1, "  ttfa: p95 < 1s"),
+    );
     let out = dir.join("out");
     let url = format!("ws://127.0.0.1:{port}/");
-    let code = run_cli(&[path.to_str().unwrap(), "--target", &url, "--out", out.to_str().unwrap(), "-q"]).await;
+    let code = run_cli(&[
+        path.to_str().unwrap(),
+        "--target",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+    .await;
     assert_eq!(code, exit::CANNOT_RUN);
     let json = read_json(&out);
     assert_eq!(json["errors"]["connect_error"], 2);
@@ -203,11 +232,21 @@ async fn unreachable_target_exits_3_and_still_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_plans_exit_2() {
     let dir = temp_dir("malformed");
-    let yaml = write_plan(&dir, "bad.yaml", "name: x\ntarget:\n  url: builtin\n  sample_rat: 8000\nscenarios: []\n");
+    let yaml = write_plan(
+        &dir,
+        "bad.yaml",
+        "name: x\ntarget:\n  url: builtin\n  sample_rat: 8000\nscenarios: []\n",
+    );
     assert_eq!(run_cli(&[yaml.to_str().unwrap()]).await, exit::INVALID);
     let toml = write_plan(&dir, "bad.toml", "name = 'x'\n[target]\nurl = 3\n");
-    assert_eq!(run_cli(&["validate", toml.to_str().unwrap()]).await, exit::INVALID);
-    assert_eq!(run_cli(&["validate", "plans/quickstart.yaml", "plans/quickstart.toml"]).await, exit::PASSED);
+    assert_eq!(
+        run_cli(&["validate", toml.to_str().unwrap()]).await,
+        exit::INVALID
+    );
+    assert_eq!(
+        run_cli(&["validate", "plans/quickstart.yaml", "plans/quickstart.toml"]).await,
+        exit::PASSED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,13 +297,21 @@ scenarios:
     }
     assert_eq!(sequences[0], sequences[1]);
     let a = sequences[0].iter().filter(|s| s.2 == "a").count();
-    assert!(a > 0 && a < 12, "both scenarios should be picked: {:?}", sequences[0]);
+    assert!(
+        a > 0 && a < 12,
+        "both scenarios should be picked: {:?}",
+        sequences[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_run_keeps_its_results() {
     let dir = temp_dir("stop");
-    let path = write_plan(&dir, "p.yaml", &plan_text("builtin", 2, 50, "  ttfa: p95 < 2s"));
+    let path = write_plan(
+        &dir,
+        "p.yaml",
+        &plan_text("builtin", 2, 50, "  ttfa: p95 < 2s"),
+    );
     let compiled = plan::compile::compile(&plan::load(&path).unwrap()).unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stopper = tokio::spawn(async move {
@@ -277,10 +324,21 @@ async fn stopping_a_run_keeps_its_results() {
         .await
         .unwrap();
     let _tx = stopper.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(6), "stop must be prompt");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "stop must be prompt"
+    );
     assert!(o.summary.aborted);
-    assert!(o.summary.iterations().succeeded >= 2, "{:?}", o.summary.iterations());
+    assert!(
+        o.summary.iterations().succeeded >= 2,
+        "{:?}",
+        o.summary.iterations()
+    );
     assert!(o.summary.stats("ttfa").is_some());
     assert!(o.summary.aborted_iterations() >= 1);
-    assert_eq!(o.summary.iterations().failed, 0, "stopped iterations are not failures");
+    assert_eq!(
+        o.summary.iterations().failed,
+        0,
+        "stopped iterations are not failures"
+    );
 }

@@ -149,7 +149,9 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for user in 0..users {
         let offset = if users > 1 {
-            plan.load.ramp_up.mul_f64(f64::from(user) / f64::from(users))
+            plan.load
+                .ramp_up
+                .mul_f64(f64::from(user) / f64::from(users))
         } else {
             Duration::ZERO
         };
@@ -285,14 +287,18 @@ mod tests {
     fn weighted_choice_follows_weights_and_replays() {
         let scs = [sc("a", 0.6), sc("b", 0.3), sc("c", 0.1), sc("never", 0.0)];
         let mut rng = StdRng::seed_from_u64(user_seed(42, 0));
-        let picks: Vec<usize> = (0..10_000).map(|_| choose_scenario(&scs, &mut rng)).collect();
+        let picks: Vec<usize> = (0..10_000)
+            .map(|_| choose_scenario(&scs, &mut rng))
+            .collect();
         let share = |i| picks.iter().filter(|p| **p == i).count() as f64 / 10_000.0;
         assert!((share(0) - 0.6).abs() < 0.03);
         assert!((share(1) - 0.3).abs() < 0.03);
         assert!((share(2) - 0.1).abs() < 0.02);
         assert_eq!(share(3), 0.0);
         let mut again = StdRng::seed_from_u64(user_seed(42, 0));
-        let replay: Vec<usize> = (0..10_000).map(|_| choose_scenario(&scs, &mut again)).collect();
+        let replay: Vec<usize> = (0..10_000)
+            .map(|_| choose_scenario(&scs, &mut again))
+            .collect();
         assert_eq!(picks, replay);
         assert_ne!(user_seed(42, 0), user_seed(42, 1));
     }

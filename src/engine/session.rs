@@ -48,7 +48,9 @@ struct Inbound {
 #[derive(Debug, Clone)]
 enum Kind {
     /// A reply audio chunk; `first` when it is the first since the user's last end of speech.
-    Audio { first: bool },
+    Audio {
+        first: bool,
+    },
     Event(String),
     ServerError(String),
 }
@@ -168,7 +170,9 @@ impl Session<'_, '_> {
                     .await?;
                 match control {
                     Control::SpeechEnd => self.set_anchor(Instant::now()),
-                    Control::SpeechStart => self.mark("speech_start", Instant::now(), String::new()),
+                    Control::SpeechStart => {
+                        self.mark("speech_start", Instant::now(), String::new())
+                    }
                     Control::Interrupt => self.mark("interrupt", Instant::now(), String::new()),
                 }
                 Ok(())
@@ -177,7 +181,10 @@ impl Session<'_, '_> {
                 event,
                 record,
                 timeout,
-            } => self.await_event(step, event, record.as_deref(), *timeout).await,
+            } => {
+                self.await_event(step, event, record.as_deref(), *timeout)
+                    .await
+            }
             Action::Wait(dist) => {
                 let until = Instant::now() + dist.sample(self.ctx.rng);
                 self.pump_until(step, until).await
@@ -202,7 +209,12 @@ impl Session<'_, '_> {
         })
     }
 
-    async fn send_audio(&mut self, step: &StepSpec, clip: &Arc<Clip>, frame: Duration) -> Result<(), Failure> {
+    async fn send_audio(
+        &mut self,
+        step: &StepSpec,
+        clip: &Arc<Clip>,
+        frame: Duration,
+    ) -> Result<(), Failure> {
         let start = Instant::now();
         self.mark("audio_start", start, String::new());
         for (i, samples) in clip.frames(frame).enumerate() {
@@ -212,8 +224,8 @@ impl Session<'_, '_> {
             self.ctx.rec.record_send_lag(lag);
             self.send(step, protocol::encode_audio(&samples)).await?;
         }
-        let speech_end = start
-            + Duration::from_secs_f64(clip.speech_end() as f64 / f64::from(clip.sample_rate));
+        let speech_end =
+            start + Duration::from_secs_f64(clip.speech_end() as f64 / f64::from(clip.sample_rate));
         self.set_anchor(speech_end);
         Ok(())
     }

@@ -163,7 +163,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
                             c
                         }
                         Err(e) => {
-                            let mut p = path.clone();
+                            let mut p = path.to_vec();
                             p.push("send_audio".into());
                             errs.push(lp.diag(&p, e.to_string(), None));
                             continue;

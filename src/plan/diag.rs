@@ -27,7 +27,11 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display();
         if self.line > 0 {
-            writeln!(f, "{file}:{}:{}: error: {}", self.line, self.column, self.message)?;
+            writeln!(
+                f,
+                "{file}:{}:{}: error: {}",
+                self.line, self.column, self.message
+            )?;
         } else {
             writeln!(f, "{file}: error: {}", self.message)?;
         }
@@ -114,7 +118,12 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 /// The text of a 1-based line.
 pub fn source_line(source: &str, line: usize) -> Option<String> {
     (line > 0)
-        .then(|| source.lines().nth(line - 1).map(|l| l.trim_end().to_string()))
+        .then(|| {
+            source
+                .lines()
+                .nth(line - 1)
+                .map(|l| l.trim_end().to_string())
+        })
         .flatten()
 }
 
@@ -143,7 +152,7 @@ impl From<usize> for Seg {
 /// Build a path: `path!["scenarios", 0, "steps", 2]`.
 #[macro_export]
 macro_rules! plan_path {
-    ($($seg:expr),* $(,)?) => { vec![$($crate::plan::diag::Seg::from($seg)),*] };
+    ($($seg:expr),* $(,)?) => { [$($crate::plan::diag::Seg::from($seg)),*] };
 }
 
 /// A document node with the position of its value.
@@ -294,7 +303,12 @@ fn convert<C>(line: usize, column: usize, inner: Inner<C>, f: &dyn Fn(C) -> LocN
 
 fn yaml_node(n: YamlNode) -> LocNode {
     let loc = n.0.referenced;
-    convert(loc.line() as usize, loc.column() as usize, n.0.value, &yaml_node)
+    convert(
+        loc.line() as usize,
+        loc.column() as usize,
+        n.0.value,
+        &yaml_node,
+    )
 }
 
 fn toml_node(source: &str, n: TomlNode) -> LocNode {
@@ -309,7 +323,9 @@ pub fn locate_tree(source: &str, toml_format: bool) -> Option<LocNode> {
             .ok()
             .map(|n| toml_node(source, n))
     } else {
-        serde_saphyr::from_str::<YamlNode>(source).ok().map(yaml_node)
+        serde_saphyr::from_str::<YamlNode>(source)
+            .ok()
+            .map(yaml_node)
     }
 }
 
@@ -339,7 +355,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(did_you_mean("usres", &["users", "iterations"]), Some("users"));
+        assert_eq!(
+            did_you_mean("usres", &["users", "iterations"]),
+            Some("users")
+        );
         assert_eq!(did_you_mean("zzzzzz", &["users", "iterations"]), None);
         assert_eq!(
             hint_for_serde_message("unknown field `usres`, expected one of users, iterations"),
@@ -353,9 +372,10 @@ mod tests {
 
     #[test]
     fn locates_yaml_and_toml_paths() {
-        let yaml = "name: x\nscenarios:\n  - name: a\n    steps:\n      - wait: 1s\n      - send: boo\n";
+        let yaml =
+            "name: x\nscenarios:\n  - name: a\n    steps:\n      - wait: 1s\n      - send: boo\n";
         let tree = locate_tree(yaml, false).unwrap();
-        let path: Vec<Seg> = plan_path!["scenarios", 0, "steps", 1, "send"];
+        let path = plan_path!["scenarios", 0, "steps", 1, "send"];
         assert_eq!(tree.find(&path), (6, 15));
         let toml = "name = 'x'\n[[scenarios]]\nname = 'a'\n[[scenarios.steps]]\nwait = '1s'\n[[scenarios.steps]]\nsend = 'boo'\n";
         let tree = locate_tree(toml, true).unwrap();

@@ -81,14 +81,16 @@ impl LoadedPlan {
 
 /// Whether a path names a TOML plan (otherwise YAML).
 fn is_toml(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
 }
 
 /// Read, parse and validate a plan file.
 pub fn load(path: &Path) -> Result<LoadedPlan, PlanError> {
-    let ext_ok = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["yaml", "yml", "toml"].contains(&e.to_ascii_lowercase().as_str())
-    });
+    let ext_ok = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["yaml", "yml", "toml"].contains(&e.to_ascii_lowercase().as_str()));
     let simple = |message: String, hint: Option<String>| {
         PlanError(vec![Diagnostic {
             file: path.to_path_buf(),
@@ -212,14 +214,19 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     if url != "builtin" && !(url.starts_with("ws://") || url.starts_with("wss://")) {
         errs.push(lp.diag(
             &plan_path!["target", "url"],
-            format!("target url `{url}` is not supported: expected `builtin`, `ws://…` or `wss://…`"),
+            format!(
+                "target url `{url}` is not supported: expected `builtin`, `ws://…` or `wss://…`"
+            ),
             Some("use `builtin` for the embedded reference agent".into()),
         ));
     }
     if !(8_000..=48_000).contains(&plan.target.sample_rate) {
         errs.push(lp.diag(
             &plan_path!["target", "sample_rate"],
-            format!("sample_rate {} is outside 8000..=48000 Hz", plan.target.sample_rate),
+            format!(
+                "sample_rate {} is outside 8000..=48000 Hz",
+                plan.target.sample_rate
+            ),
             None,
         ));
     }
@@ -234,11 +241,15 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             && !(0.0..=1.0).contains(&p)
         {
             let path = if name == "tool_fraction" {
-                plan_path!["target", "agent", name]
+                plan_path!["target", "agent", name].to_vec()
             } else {
-                plan_path!["target", "agent", "faults", name]
+                plan_path!["target", "agent", "faults", name].to_vec()
             };
-            errs.push(lp.diag(&path, format!("`{name}` is a probability: 0..1, found {p}"), None));
+            errs.push(lp.diag(
+                &path,
+                format!("`{name}` is a probability: 0..1, found {p}"),
+                None,
+            ));
         }
     }
 
@@ -252,15 +263,27 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
         ));
     }
     if load.iterations == Some(0) {
-        errs.push(lp.diag(&plan_path!["load", "iterations"], "iterations must be at least 1", None));
+        errs.push(lp.diag(
+            &plan_path!["load", "iterations"],
+            "iterations must be at least 1",
+            None,
+        ));
     }
     if load.duration.is_some_and(|d| d.0.is_zero()) {
-        errs.push(lp.diag(&plan_path!["load", "duration"], "duration must be longer than 0", None));
+        errs.push(lp.diag(
+            &plan_path!["load", "duration"],
+            "duration must be longer than 0",
+            None,
+        ));
     }
 
     // scenarios
     if plan.scenarios.is_empty() {
-        errs.push(lp.diag(&plan_path!["scenarios"], "a plan needs at least one scenario", None));
+        errs.push(lp.diag(
+            &plan_path!["scenarios"],
+            "a plan needs at least one scenario",
+            None,
+        ));
     }
     let mut names = BTreeSet::new();
     let mut total_weight = 0.0;
@@ -309,9 +332,7 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
         if !known.contains(&name.as_str()) {
             let hint = did_you_mean(name, &known)
                 .map(|s| format!("did you mean `{s}`?"))
-                .unwrap_or_else(|| {
-                    format!("metrics in this plan: {}", known.join(", "))
-                });
+                .unwrap_or_else(|| format!("metrics in this plan: {}", known.join(", ")));
             errs.push(lp.diag(
                 &path,
                 format!("threshold on `{name}`, but no step records a metric of that name"),
@@ -336,7 +357,9 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                     None | Some(Stat::Rate) => errs.push(lp.diag(
                         &path,
                         format!("threshold `{e}` on `{name}` needs a statistic"),
-                        Some("e.g. `p95 < 1.5s` (p50, p90, p95, p99, mean, min, max, count)".into()),
+                        Some(
+                            "e.g. `p95 < 1.5s` (p50, p90, p95, p99, mean, min, max, count)".into(),
+                        ),
                     )),
                     Some(_) => {}
                 }
@@ -344,10 +367,20 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
         }
     }
 
-    if errs.is_empty() { Ok(()) } else { Err(PlanError(errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError(errs))
+    }
 }
 
-fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs: &mut Vec<Diagnostic>) {
+fn validate_step(
+    lp: &LoadedPlan,
+    si: usize,
+    i: usize,
+    step: &model::Step,
+    errs: &mut Vec<Diagnostic>,
+) {
     let path = plan_path!["scenarios", si, "steps", i];
     let actions = step.actions();
     match actions.as_slice() {
@@ -355,7 +388,10 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
             errs.push(lp.diag(
                 &path,
                 "this step has no action",
-                Some(format!("a step needs exactly one of: {}", model::STEP_ACTIONS.join(", "))),
+                Some(format!(
+                    "a step needs exactly one of: {}",
+                    model::STEP_ACTIONS.join(", ")
+                )),
             ));
             return;
         }
@@ -363,7 +399,11 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
         many => {
             errs.push(lp.diag(
                 &path,
-                format!("this step has {} actions ({}): one action per step", many.len(), many.join(", ")),
+                format!(
+                    "this step has {} actions ({}): one action per step",
+                    many.len(),
+                    many.join(", ")
+                ),
                 Some("split it into one step per action".into()),
             ));
             return;
@@ -371,12 +411,15 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
     }
     let action = actions[0];
     let with = |key: &str| {
-        let mut p = path.clone();
+        let mut p = path.to_vec();
         p.push(Seg::Key(key.into()));
         p
     };
     if action != "await" {
-        for (key, present) in [("record", step.record.is_some()), ("timeout", step.timeout.is_some())] {
+        for (key, present) in [
+            ("record", step.record.is_some()),
+            ("timeout", step.timeout.is_some()),
+        ] {
             if present {
                 errs.push(lp.diag(
                     &with(key),
@@ -391,8 +434,17 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
     {
         let hint = did_you_mean(name, crate::protocol::Control::NAMES)
             .map(|s| format!("did you mean `{s}`?"))
-            .unwrap_or_else(|| format!("expected one of {}", crate::protocol::Control::NAMES.join(", ")));
-        errs.push(lp.diag(&with("send"), format!("unknown control message `{name}`"), Some(hint)));
+            .unwrap_or_else(|| {
+                format!(
+                    "expected one of {}",
+                    crate::protocol::Control::NAMES.join(", ")
+                )
+            });
+        errs.push(lp.diag(
+            &with("send"),
+            format!("unknown control message `{name}`"),
+            Some(hint),
+        ));
     }
     if let Some(event) = &step.await_ {
         // Servers may send their own types, so unknown names are allowed, but a near miss of a
@@ -415,7 +467,11 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
                 None,
             ));
         } else if name == SUCCESS_RATE {
-            errs.push(lp.diag(&with("record"), format!("`{SUCCESS_RATE}` is reserved"), None));
+            errs.push(lp.diag(
+                &with("record"),
+                format!("`{SUCCESS_RATE}` is reserved"),
+                None,
+            ));
         }
     }
     if let Some(audio) = &step.send_audio {
@@ -429,8 +485,14 @@ fn validate_step(lp: &LoadedPlan, si: usize, i: usize, step: &model::Step, errs:
         if !file.is_file() {
             errs.push(lp.diag(
                 &with("send_audio"),
-                format!("audio file `{}` not found (looked at {})", audio.file, file.display()),
-                Some("paths are relative to the plan file's folder or the working directory".into()),
+                format!(
+                    "audio file `{}` not found (looked at {})",
+                    audio.file,
+                    file.display()
+                ),
+                Some(
+                    "paths are relative to the plan file's folder or the working directory".into(),
+                ),
             ));
         }
     }

@@ -27,8 +27,9 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const NAMES: &'static [&'static str] =
-        &["p50", "p90", "p95", "p99", "mean", "min", "max", "count", "rate"];
+    pub const NAMES: &'static [&'static str] = &[
+        "p50", "p90", "p95", "p99", "mean", "min", "max", "count", "rate",
+    ];
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -149,7 +150,10 @@ impl FromStr for ThresholdExpr {
         };
         let right = right.trim();
         if right.is_empty() {
-            return Err(format!("threshold `{t}` has nothing after `{}`", op.symbol()));
+            return Err(format!(
+                "threshold `{t}` has nothing after `{}`",
+                op.symbol()
+            ));
         }
         let (limit, limit_is_duration) = if let Ok(n) = right.parse::<f64>() {
             (n, false)
@@ -158,7 +162,9 @@ impl FromStr for ThresholdExpr {
             (d.as_secs_f64() * 1000.0, true)
         };
         if !limit.is_finite() {
-            return Err(format!("threshold `{t}` has a limit that is not a finite number"));
+            return Err(format!(
+                "threshold `{t}` has a limit that is not a finite number"
+            ));
         }
         if let Some(s) = stat {
             if s.is_duration() && !limit_is_duration {

@@ -110,7 +110,11 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 impl RunReport {
-    pub fn build(plan: &CompiledPlan, outcome: &RunOutcome, thresholds: Vec<ThresholdResult>) -> Self {
+    pub fn build(
+        plan: &CompiledPlan,
+        outcome: &RunOutcome,
+        thresholds: Vec<ThresholdResult>,
+    ) -> Self {
         let s = &outcome.summary;
         let order = s.metric_names();
         let metrics = order
@@ -169,7 +173,8 @@ impl RunReport {
 }
 
 /// Built-in templates: (output file, template source).
-const BUILTIN_TEMPLATES: &[(&str, &str)] = &[("summary.md", include_str!("templates/summary.md.j2"))];
+const BUILTIN_TEMPLATES: &[(&str, &str)] =
+    &[("summary.md", include_str!("templates/summary.md.j2"))];
 
 /// Render a template with the report as its context.
 pub fn render_template(name: &str, source: &str, report: &RunReport) -> Result<String, String> {
@@ -205,14 +210,24 @@ pub fn default_out_dir(plan: &CompiledPlan, started: std::time::SystemTime) -> P
     let safe: String = plan
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let dir = plan.report.dir.clone().unwrap_or_else(|| "reports".into());
     Path::new(&dir).join(format!("{safe}-{stamp}"))
 }
 
 /// Write the report files; returns the paths written.
-pub fn write(report: &RunReport, formats: &[ReportFormat], out: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn write(
+    report: &RunReport,
+    formats: &[ReportFormat],
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut written = Vec::new();
     let mut put = |name: &str, body: String| -> Result<(), String> {
@@ -222,7 +237,8 @@ pub fn write(report: &RunReport, formats: &[ReportFormat], out: &Path) -> Result
         Ok(())
     };
     if formats.contains(&ReportFormat::Json) {
-        let json = serde_json::to_string_pretty(report).map_err(|e| format!("metrics.json: {e}"))?;
+        let json =
+            serde_json::to_string_pretty(report).map_err(|e| format!("metrics.json: {e}"))?;
         put("metrics.json", json + "\n")?;
     }
     if formats.contains(&ReportFormat::Md) {
