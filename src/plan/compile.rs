@@ -68,7 +68,11 @@ pub struct TargetSpec {
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
+    /// Users of this run (the first count of a sweep).
     pub users: u32,
+    /// All user counts when the plan sweeps (`users: [5, 8, 10]`); one entry otherwise. A sweep
+    /// runs the plan once per count, with `users` set to that count.
+    pub sweep: Vec<u32>,
     /// Iterations per user (None: until `duration`).
     pub iterations: Option<u64>,
     pub duration: Option<Duration>,
@@ -226,7 +230,8 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             agent: plan.target.agent.clone(),
         },
         load: LoadSpec {
-            users: load.users,
+            users: load.users.0.first().copied().unwrap_or(1),
+            sweep: load.users.0.clone(),
             iterations,
             duration: load.duration.map(|d| d.0),
             ramp_up: load.ramp_up.map_or(Duration::ZERO, |d| d.0),

@@ -255,12 +255,17 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
 
     // load
     let load = &plan.load;
-    if load.users == 0 || load.users > 100_000 {
-        errs.push(lp.diag(
-            &plan_path!["load", "users"],
-            format!("users must be 1..=100000, found {}", load.users),
-            None,
-        ));
+    if load.users.0.is_empty() {
+        errs.push(lp.diag(&plan_path!["load", "users"], "the users sweep is empty", None));
+    }
+    for &n in &load.users.0 {
+        if n == 0 || n > 100_000 {
+            errs.push(lp.diag(
+                &plan_path!["load", "users"],
+                format!("users must be 1..=100000, found {n}"),
+                None,
+            ));
+        }
     }
     if load.iterations == Some(0) {
         errs.push(lp.diag(

@@ -99,6 +99,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 T::deserialize(de::value::StrDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
             }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(de::value::U64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(de::value::I64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(v) = seq.next_element()? {
@@ -243,9 +249,9 @@ pub struct FaultSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Concurrent virtual users.
+    /// Concurrent virtual users, or a sweep `[5, 8, 10]` that runs the plan once per count.
     #[serde(default = "default_users")]
-    pub users: u32,
+    pub users: OneOrMany<u32>,
     /// Iterations (calls) per user. Ignored when `duration` is set unless both are given,
     /// in which case a user stops at whichever comes first.
     pub iterations: Option<u32>,
@@ -261,8 +267,8 @@ pub struct Load {
     pub seed: u64,
 }
 
-fn default_users() -> u32 {
-    1
+fn default_users() -> OneOrMany<u32> {
+    OneOrMany(vec![1])
 }
 fn default_seed() -> u64 {
     1
