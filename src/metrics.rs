@@ -60,6 +60,15 @@ pub struct Marker {
     pub detail: String,
 }
 
+/// One recorded measurement with when it was taken (for latency-over-time charts).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub metric: String,
+    /// Microseconds since the run started.
+    pub at_us: u64,
+    pub value_ms: f64,
+}
+
 /// One iteration (one call) of one virtual user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IterationRecord {
@@ -71,6 +80,8 @@ pub struct IterationRecord {
     pub end_us: u64,
     pub failure: Option<Failure>,
     pub markers: Vec<Marker>,
+    /// The measurements this iteration recorded, in order.
+    pub samples: Vec<Sample>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -315,6 +326,7 @@ mod tests {
             end_us: 1,
             failure,
             markers: vec![],
+            samples: vec![],
         };
         r.iteration(rec(None));
         r.iteration(rec(Some(Failure {

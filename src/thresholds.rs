@@ -105,6 +105,7 @@ mod tests {
                     message: String::new(),
                 }),
                 markers: vec![],
+                samples: vec![],
             });
         }
         Summary::new(

@@ -227,7 +227,7 @@ async fn user_loop(
                 .await
                 .unwrap_or_else(|_| {
                     (
-                        vec![],
+                        session::Trace::default(),
                         Some(crate::metrics::Failure {
                             class: FailureClass::Timeout,
                             step: String::new(),
@@ -241,7 +241,7 @@ async fn user_loop(
                 }),
             None => session::run_iteration(&mut ctx, scenario).await,
         };
-        let (markers, failure) = outcome;
+        let (trace, failure) = outcome;
         let end = Instant::now();
         let us = |t: Instant| t.saturating_duration_since(run_start).as_micros() as u64;
         if failure.is_some() {
@@ -255,7 +255,8 @@ async fn user_loop(
             start_us: us(begin),
             end_us: us(end),
             failure,
-            markers,
+            markers: trace.markers,
+            samples: trace.samples,
         });
         iteration += 1;
         if let Some(think) = &plan.load.think_time {

@@ -22,7 +22,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::audio::Clip;
 use crate::dist::format_duration;
-use crate::metrics::{Failure, FailureClass, Marker, Recorder};
+use crate::metrics::{Failure, FailureClass, Marker, Recorder, Sample};
 use crate::plan::compile::{Action, ScenarioSpec, StepSpec};
 use crate::protocol::{self, Control, ServerEvent};
 
@@ -64,7 +64,14 @@ struct Session<'c, 'a> {
     anchor: Instant,
     audio_since_anchor: bool,
     closed: Option<String>,
-    markers: Vec<Marker>,
+    trace: Trace,
+}
+
+/// What an iteration leaves for the timeline: notable instants and timestamped measurements.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub markers: Vec<Marker>,
+    pub samples: Vec<Sample>,
 }
 
 fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Failure {
@@ -75,11 +82,8 @@ fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Fai
     }
 }
 
-/// Run one iteration of `scenario`. Returns the markers collected and the failure, if any.
-pub async fn run_iteration(
-    ctx: &mut Ctx<'_>,
-    scenario: &ScenarioSpec,
-) -> (Vec<Marker>, Option<Failure>) {
+/// Run one iteration of `scenario`. Returns its trace and the failure, if any.
+pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace, Option<Failure>) {
     let started = Instant::now();
     let mut config = WebSocketConfig::default();
     config.max_write_buffer_size = 4 << 20;
@@ -89,7 +93,7 @@ pub async fn run_iteration(
         Ok(Ok((ws, _resp))) => ws,
         Ok(Err(e)) => {
             return (
-                vec![],
+                Trace::default(),
                 Some(Failure {
                     class: FailureClass::ConnectError,
                     step: String::new(),
@@ -99,7 +103,7 @@ pub async fn run_iteration(
         }
         Err(_) => {
             return (
-                vec![],
+                Trace::default(),
                 Some(Failure {
                     class: FailureClass::ConnectError,
                     step: String::new(),
@@ -113,7 +117,6 @@ pub async fn run_iteration(
         }
     };
     let connected = Instant::now();
-    ctx.rec.record("connect", connected - started);
     let (sink, stream) = ws.split();
     let mut s = Session {
         ctx,
@@ -123,8 +126,9 @@ pub async fn run_iteration(
         anchor: connected,
         audio_since_anchor: false,
         closed: None,
-        markers: Vec::new(),
+        trace: Trace::default(),
     };
+    s.record("connect", connected - started, connected);
     s.mark("connected", connected, String::new());
 
     let mut failure = None;
@@ -135,16 +139,32 @@ pub async fn run_iteration(
         }
     }
     if failure.is_none() {
-        s.ctx.rec.record("iteration", Instant::now() - started);
+        let now = Instant::now();
+        s.record("iteration", now - started, now);
     }
     s.close().await;
-    (s.markers, failure)
+    (s.trace, failure)
 }
 
 impl Session<'_, '_> {
+    fn run_us(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.ctx.run_start).as_micros() as u64
+    }
+
+    /// Record a measurement taken at `at`.
+    fn record(&mut self, metric: &str, value: Duration, at: Instant) {
+        self.ctx.rec.record(metric, value);
+        let at_us = self.run_us(at);
+        self.trace.samples.push(Sample {
+            metric: metric.to_string(),
+            at_us,
+            value_ms: value.as_secs_f64() * 1000.0,
+        });
+    }
+
     fn mark(&mut self, kind: &str, at: Instant, detail: String) {
-        let at_us = at.saturating_duration_since(self.ctx.run_start).as_micros() as u64;
-        self.markers.push(Marker {
+        let at_us = self.run_us(at);
+        self.trace.markers.push(Marker {
             kind: kind.to_string(),
             at_us,
             detail,
@@ -350,7 +370,7 @@ impl Session<'_, '_> {
                 if hit {
                     if let Some(name) = record {
                         let latency = e.at.saturating_duration_since(self.anchor);
-                        self.ctx.rec.record(name, latency);
+                        self.record(name, latency, e.at);
                     }
                     return Ok(());
                 }
