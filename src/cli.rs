@@ -11,7 +11,10 @@ use tokio::sync::watch;
 
 use crate::dist::Dist;
 use crate::engine::{self, Progress};
-use crate::plan::compile::TargetUrl;
+use crate::plan::compile::{CompiledPlan, TargetUrl};
+use crate::plan::model::ReportFormat;
+use crate::report::{ReportView, RunFiles};
+use crate::resources::Sampler;
 use crate::{agent, plan, report, thresholds};
 
 /// Exit codes.
@@ -24,8 +27,25 @@ pub mod exit {
     pub const INVALID: u8 = 2;
     /// The run could not proceed (e.g. the target refused every connection).
     pub const CANNOT_RUN: u8 = 3;
+    /// A metric regressed against the baseline (`compare`, `--baseline`) beyond the tolerance
+    /// and significantly.
+    pub const REGRESSED: u8 = 4;
     /// Stopped with Ctrl-C (the report is still written).
     pub const INTERRUPTED: u8 = 130;
+
+    /// The worse of two run outcomes (for sweeps): stopped > cannot run > threshold failed >
+    /// regressed > passed.
+    pub fn worst(a: u8, b: u8) -> u8 {
+        let rank = |c: u8| match c {
+            PASSED => 0,
+            REGRESSED => 1,
+            THRESHOLD_FAILED => 2,
+            INVALID => 3,
+            CANNOT_RUN => 4,
+            _ => 5,
+        };
+        if rank(b) > rank(a) { b } else { a }
+    }
 }
 
 const EXAMPLES: &str = "\
@@ -36,9 +56,14 @@ Examples:
   planrun validate plans/*.yaml plans/*.toml    check plans without running them
   planrun schema > schemas/plan.schema.json     print the plan's JSON Schema
   planrun agent --listen 127.0.0.1:9000         run the built-in reference agent
+  planrun plans/quickstart.yaml --format html,json --template notes.md=notes.md.j2
+  planrun compare reports/main-run reports/pr-run   compare two runs (Markdown)
+  planrun plans/quickstart.yaml --baseline reports/main-run --tolerance 10%
+  planrun report reports/quickstart-20250101T000000Z  re-render a finished run's reports
 
 Exit codes: 0 all thresholds passed, 1 a threshold failed, 2 invalid plan or usage,
-3 the run could not proceed (e.g. every connection refused), 130 stopped with Ctrl-C.";
+3 the run could not proceed (e.g. every connection refused), 4 a metric regressed against
+the baseline, 130 stopped with Ctrl-C.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +100,105 @@ pub enum Command {
     Schema,
     /// Run the built-in reference voice agent.
     Agent(AgentArgs),
+    /// Compare two runs (folders or metrics.json files): per-metric deltas as Markdown; exits 4
+    /// when a metric regressed beyond the tolerance and significantly.
+    Compare {
+        /// The baseline run.
+        base: PathBuf,
+        /// The run to judge.
+        new: PathBuf,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Re-render a finished run's reports from its metrics.json and run.json.
+    Report {
+        /// The run folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        out: OutputArgs,
+        /// Write into this folder instead of the run folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Regression gate settings.
+#[derive(Debug, Clone, Args)]
+pub struct GateArgs {
+    /// Relative p95 increase tolerated before a metric counts as regressed (`10%` or `0.1`).
+    #[arg(long, default_value = "10%", value_parser = parse_fraction, value_name = "PCT")]
+    pub tolerance: f64,
+    /// Significance level of the Mann–Whitney and two-proportion tests.
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    pub alpha: f64,
+}
+
+impl Default for GateArgs {
+    fn default() -> Self {
+        let d = report::compare::Options::default();
+        GateArgs {
+            tolerance: d.tolerance,
+            alpha: d.alpha,
+        }
+    }
+}
+
+impl GateArgs {
+    fn options(&self) -> report::compare::Options {
+        report::compare::Options {
+            tolerance: self.tolerance,
+            alpha: self.alpha,
+        }
+    }
+}
+
+/// Which report files to write.
+#[derive(Debug, Clone, Args, Default)]
+pub struct OutputArgs {
+    /// Report formats, comma-separated: md, html, json, csv, junit (default: the plan's
+    /// `report.formats`, else all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_format, value_name = "LIST")]
+    pub format: Vec<ReportFormat>,
+    /// Render a template into the report folder: NAME is the output file (`summary.md` and
+    /// `report.html` replace the built-ins), PATH the minijinja template. Repeatable.
+    #[arg(long = "template", value_parser = parse_template, value_name = "NAME=PATH")]
+    pub templates: Vec<(String, PathBuf)>,
+}
+
+fn parse_format(s: &str) -> Result<ReportFormat, String> {
+    match s.trim() {
+        "md" | "markdown" => Ok(ReportFormat::Md),
+        "html" => Ok(ReportFormat::Html),
+        "json" => Ok(ReportFormat::Json),
+        "csv" => Ok(ReportFormat::Csv),
+        "junit" | "xml" => Ok(ReportFormat::Junit),
+        other => Err(format!(
+            "unknown format `{other}`, expected md, html, json, csv or junit"
+        )),
+    }
+}
+
+fn parse_template(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.trim().is_empty() && !path.trim().is_empty() => {
+            Ok((name.trim().to_string(), PathBuf::from(path.trim())))
+        }
+        _ => Err(format!("`{s}` is not NAME=PATH (e.g. summary.md=my.md.j2)")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("`{s}` is not a fraction like 10% or 0.1"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be a non-negative fraction"))
+    }
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -94,6 +218,17 @@ pub struct RunArgs {
     /// Print only the verdict and the report folder.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Compare with a previous run (folder or metrics.json): writes comparison.md and exits 4
+    /// when a metric regressed.
+    #[arg(long, value_name = "RUN")]
+    pub baseline: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Also chart the CPU and memory of this process (the agent under test).
+    #[arg(long, value_name = "PID")]
+    pub target_pid: Option<u32>,
 }
 
 fn parse_dist(s: &str) -> Result<Dist, String> {
@@ -186,6 +321,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
             println!("{}", schema_json());
             exit::PASSED
         }
+        Some(Command::Compare { base, new, gate }) => compare_runs(&base, &new, &gate),
+        Some(Command::Report { dir, out, out_dir }) => rerender(&dir, &out, out_dir.as_deref()),
         Some(Command::Agent(args)) => match agent::serve_forever(&args.listen, args.config()).await
         {
             Ok(()) => exit::PASSED,
@@ -229,6 +366,16 @@ fn validate(plans: &[PathBuf]) -> u8 {
     code
 }
 
+/// Everything a run writes besides the load itself.
+struct RunSetup {
+    outputs: report::Outputs,
+    out: PathBuf,
+    baseline: Option<ReportView>,
+    gate: report::compare::Options,
+    quiet: bool,
+    target_pid: Option<u32>,
+}
+
 async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
     let compiled = match plan::load(&path).and_then(|lp| plan::compile::compile(&lp)) {
         Ok(c) => c,
@@ -246,12 +393,65 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         }
         compiled.target.url = TargetUrl::parse(t);
     }
-    if let Some(u) = args.users {
-        compiled.load.users = u;
-    }
+    let counts: Vec<u32> = match args.users {
+        Some(u) => vec![u],
+        None if compiled.load.sweep.len() > 1 => compiled.load.sweep.clone(),
+        None => vec![compiled.load.users],
+    };
     if let Some(s) = args.seed {
         compiled.load.seed = s;
     }
+
+    // Templates: the plan's (relative to its folder), then --template (relative to the cwd).
+    let plan_dir = compiled
+        .source
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut pairs: Vec<(String, PathBuf)> = compiled
+        .report
+        .templates
+        .iter()
+        .map(|(name, p)| (name.clone(), plan_dir.join(p)))
+        .collect();
+    pairs.extend(args.output.templates.iter().cloned());
+    let templates = match report::load_templates(&pairs) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("planrun: {e}");
+            return exit::INVALID;
+        }
+    };
+    let baseline = match &args.baseline {
+        Some(b) => match report::compare::load_run(b) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("planrun: baseline: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => None,
+    };
+    let formats = if args.output.format.is_empty() {
+        compiled.report.formats.clone()
+    } else {
+        args.output.format.clone()
+    };
+    let setup = RunSetup {
+        outputs: report::Outputs {
+            formats,
+            templates,
+            write_data: true,
+        },
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(|| report::default_out_dir(&compiled, std::time::SystemTime::now())),
+        baseline,
+        gate: args.gate.options(),
+        quiet: args.quiet,
+        target_pid: args.target_pid,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctrl_c = tokio::spawn(async move {
@@ -260,36 +460,116 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
             let _ = stop_tx.send(true);
         }
     });
+    let sweep = counts.len() > 1;
+    let mut code = exit::PASSED;
+    let mut views: Vec<(u32, ReportView)> = Vec::new();
+    for &users in &counts {
+        compiled.load.users = users;
+        let suffix = if sweep {
+            format!("_{users}_users")
+        } else {
+            String::new()
+        };
+        let (c, view) = run_once(&compiled, &setup, stop_rx.clone(), &suffix).await;
+        code = exit::worst(code, c);
+        if let Some(v) = view {
+            views.push((users, v));
+        }
+        if *stop_rx.borrow() || c == exit::CANNOT_RUN {
+            break;
+        }
+    }
+    ctrl_c.abort();
+    if sweep && !views.is_empty() {
+        match write_sweep(&compiled.name, &views, &setup.out) {
+            Ok(()) => println!(
+                "sweep: {} ({} runs)",
+                setup.out.join("index.html").display(),
+                views.len()
+            ),
+            Err(e) => {
+                eprintln!("planrun: {e}");
+                code = exit::worst(code, exit::CANNOT_RUN);
+            }
+        }
+    }
+    code
+}
+
+fn write_sweep(
+    plan: &str,
+    views: &[(u32, ReportView)],
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let put = |name: &str, body: String| {
+        let p = out.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    put("sweep.md", report::sweep::markdown(plan, views))?;
+    put("index.html", report::sweep::index_html(plan, views))
+}
+
+/// Run the plan once (one user count) and write its reports.
+async fn run_once(
+    compiled: &CompiledPlan,
+    setup: &RunSetup,
+    stop_rx: watch::Receiver<bool>,
+    suffix: &str,
+) -> (u8, Option<ReportView>) {
     let progress = Arc::new(Progress::default());
-    let ticker = (!args.quiet).then(|| tokio::spawn(progress_lines(progress.clone())));
-    if !args.quiet {
+    let (done_tx, done_rx) = watch::channel(false);
+    let ticker = (!setup.quiet).then(|| {
+        tokio::spawn(progress_display(
+            progress.clone(),
+            compiled
+                .load
+                .iterations
+                .map(|n| n * u64::from(compiled.load.users)),
+            compiled.load.duration,
+            done_rx,
+        ))
+    });
+    if !setup.quiet {
         eprintln!(
             "planrun: running `{}` with {} user(s) against {}",
             compiled.name, compiled.load.users, compiled.target.url
         );
     }
-    let outcome = engine::run(&compiled, stop_rx, progress).await;
-    ctrl_c.abort();
+    let builtin = compiled.target.url == TargetUrl::Builtin;
+    let sampler = Sampler::start(
+        setup.target_pid,
+        builtin && setup.target_pid.is_none(),
+        Duration::from_secs(1),
+    );
+    let outcome = engine::run(compiled, stop_rx, progress).await;
+    let resources = tokio::task::spawn_blocking(move || sampler.stop())
+        .await
+        .ok();
+    let _ = done_tx.send(true);
     if let Some(t) = ticker {
-        t.abort();
+        let _ = t.await;
     }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             eprintln!("planrun: {e}");
-            return exit::CANNOT_RUN;
+            return (exit::CANNOT_RUN, None);
         }
     };
     let results = thresholds::evaluate(&outcome.summary, &compiled.thresholds);
-    let rep = report::RunReport::build(&compiled, &outcome, results);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| report::default_out_dir(&compiled, outcome.started_at));
-    let written = report::write(&rep, &compiled.report.formats, &out);
+    let rep =
+        report::RunReport::build(compiled, &outcome, results).with_resources(resources.as_ref());
+    let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
+    let files = RunFiles::new(&rep, run_data);
+    let written = files
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|f| report::write_outputs(f, &setup.outputs, &setup.out, suffix));
+
     let mut stdout = std::io::stdout().lock();
-    if !args.quiet {
-        let _ = report::console_summary(&rep, &mut stdout);
+    if !setup.quiet {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let _ = report::console_summary_color(&rep, &mut stdout, color);
     } else {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
         let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
@@ -301,9 +581,20 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
             );
         }
     }
+    let mut regressed = false;
+    if let (Some(base), Ok(f)) = (&setup.baseline, &files) {
+        let cmp = report::compare::compare(base, &f.view, setup.gate);
+        let md = report::compare::markdown(&cmp);
+        let _ = writeln!(stdout, "\n{md}");
+        let path = setup.out.join(report::output_name("comparison.md", suffix));
+        if let Err(e) = std::fs::write(&path, &md) {
+            eprintln!("planrun: cannot write {}: {e}", path.display());
+        }
+        regressed = cmp.regressed();
+    }
     match &written {
         Ok(_) => {
-            let _ = writeln!(stdout, "report: {}", out.display());
+            let _ = writeln!(stdout, "report: {}", setup.out.display());
         }
         Err(e) => eprintln!("planrun: {e}"),
     }
@@ -311,7 +602,7 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
 
     let counts = &rep.iterations;
     let all_refused = counts.total > 0 && rep.errors.get("connect_error") == Some(&counts.total);
-    if rep.aborted {
+    let code = if rep.aborted {
         exit::INTERRUPTED
     } else if all_refused {
         eprintln!(
@@ -321,31 +612,141 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         exit::CANNOT_RUN
     } else if written.is_err() {
         exit::CANNOT_RUN
-    } else if rep.passed {
-        exit::PASSED
-    } else {
+    } else if !rep.passed {
         exit::THRESHOLD_FAILED
+    } else if regressed {
+        exit::REGRESSED
+    } else {
+        exit::PASSED
+    };
+    (code, files.ok().map(|f| f.view))
+}
+
+fn compare_runs(base: &std::path::Path, new: &std::path::Path, gate: &GateArgs) -> u8 {
+    let load = |p: &std::path::Path| report::compare::load_run(p);
+    let (b, n) = match (load(base), load(new)) {
+        (Ok(b), Ok(n)) => (b, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("planrun compare: {e}");
+            return exit::INVALID;
+        }
+    };
+    let cmp = report::compare::compare(&b, &n, gate.options());
+    print!("{}", report::compare::markdown(&cmp));
+    if cmp.regressed() {
+        exit::REGRESSED
+    } else {
+        exit::PASSED
     }
 }
 
-/// A plain progress line every few seconds on stderr (interactive terminals get it every second).
-async fn progress_lines(p: Arc<Progress>) {
-    let every = if std::io::stderr().is_terminal() {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(5)
+/// `planrun report RUN_DIR`: re-render from metrics.json + run.json.
+fn rerender(dir: &std::path::Path, args: &OutputArgs, out_dir: Option<&std::path::Path>) -> u8 {
+    let templates = match report::load_templates(&args.templates) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("planrun report: {e}");
+            return exit::INVALID;
+        }
     };
+    let formats = if args.format.is_empty() {
+        ReportFormat::ALL.to_vec()
+    } else {
+        args.format.clone()
+    };
+    let outputs = report::Outputs {
+        formats,
+        templates,
+        write_data: false,
+    };
+    let out = out_dir.unwrap_or(dir);
+    let suffixes = match report::saved_runs(dir) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            eprintln!("planrun report: {} holds no metrics.json", dir.display());
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("planrun report: {e}");
+            return exit::INVALID;
+        }
+    };
+    let mut views = Vec::new();
+    for suffix in &suffixes {
+        let result = RunFiles::load(dir, suffix)
+            .and_then(|f| report::write_outputs(&f, &outputs, out, suffix).map(|w| (f, w)));
+        match result {
+            Ok((f, written)) => {
+                for p in written {
+                    println!("{}", p.display());
+                }
+                views.push((f.view.users, f.view));
+            }
+            Err(e) => {
+                eprintln!("planrun report: {e}");
+                return exit::CANNOT_RUN;
+            }
+        }
+    }
+    if suffixes.len() > 1 || suffixes.iter().any(|s| !s.is_empty()) {
+        let plan = views.first().map(|v| v.1.plan.clone()).unwrap_or_default();
+        if let Err(e) = write_sweep(&plan, &views, out) {
+            eprintln!("planrun report: {e}");
+            return exit::CANNOT_RUN;
+        }
+    }
+    exit::PASSED
+}
+
+/// The live progress line: an indicatif spinner on an interactive stderr, plain lines every
+/// five seconds otherwise. Ends when `done` turns true.
+async fn progress_display(
+    p: Arc<Progress>,
+    planned: Option<u64>,
+    duration: Option<Duration>,
+    mut done: watch::Receiver<bool>,
+) {
+    let tty = std::io::stderr().is_terminal();
     let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        eprintln!(
-            "  {:>5.0}s  users active {:>4}  iterations {:>6} done, {:>4} failed",
-            start.elapsed().as_secs_f64(),
+    let line = |elapsed: Duration| {
+        let done_n = p.iterations_done.load(Ordering::Relaxed);
+        let failed = p.iterations_failed.load(Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let mut left: Option<f64> = duration.map(|d| (d.as_secs_f64() - secs).max(0.0));
+        if let Some(total) = planned.filter(|_| done_n > 0) {
+            let by_rate = secs * (total.saturating_sub(done_n)) as f64 / done_n as f64;
+            left = Some(left.map_or(by_rate, |l| l.min(by_rate)));
+        }
+        let of = planned.map_or(String::new(), |t| format!("/{t}"));
+        format!(
+            "{:>5.0}s  users active {:>4}  iterations {done_n}{of} done, {failed} failed{}",
+            secs,
             p.active_users.load(Ordering::Relaxed),
-            p.iterations_done.load(Ordering::Relaxed),
-            p.iterations_failed.load(Ordering::Relaxed)
-        );
+            left.map_or(String::new(), |l| format!("  ~{l:.0}s left"))
+        )
+    };
+    if tty {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => bar.set_message(line(start.elapsed())),
+                r = done.wait_for(|d| *d) => { let _ = r; break; }
+            }
+        }
+        bar.finish_and_clear();
+    } else {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => eprintln!("  {}", line(start.elapsed())),
+                r = done.wait_for(|d| *d) => { let _ = r; break; }
+            }
+        }
     }
 }

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod plan;
 pub mod protocol;
 pub mod report;
+pub mod resources;
 pub mod thresholds;

@@ -23,6 +23,10 @@ pub enum FailureClass {
     ServerError,
     /// Sending to the server failed.
     SendError,
+    /// A different event came than the one `expect`ed.
+    UnexpectedEvent,
+    /// An `expect` did not hold (audio did not stop/resume in time, a field did not match).
+    ExpectationFailed,
     /// The run was stopped (Ctrl-C) while this iteration was in flight.
     Aborted,
 }
@@ -36,6 +40,8 @@ impl FailureClass {
             FailureClass::ProtocolError => "protocol_error",
             FailureClass::ServerError => "server_error",
             FailureClass::SendError => "send_error",
+            FailureClass::UnexpectedEvent => "unexpected_event",
+            FailureClass::ExpectationFailed => "expectation_failed",
             FailureClass::Aborted => "aborted",
         }
     }
@@ -96,9 +102,27 @@ pub struct Recorder {
     /// Lateness of each outgoing audio frame against its absolute schedule.
     pub send_lag: Option<Histogram<u64>>,
     pub iterations: Vec<IterationRecord>,
+    /// `check` outcomes by check name.
+    pub checks: BTreeMap<String, CheckCounts>,
+}
+
+/// Passed/failed counts of one `check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CheckCounts {
+    pub passed: u64,
+    pub failed: u64,
 }
 
 impl Recorder {
+    pub fn check(&mut self, name: &str, passed: bool) {
+        let c = self.checks.entry(name.to_string()).or_default();
+        if passed {
+            c.passed += 1;
+        } else {
+            c.failed += 1;
+        }
+    }
+
     pub fn record(&mut self, metric: &str, value: Duration) {
         let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
         let h = self
@@ -142,6 +166,11 @@ impl Recorder {
             }
         }
         self.iterations.extend(other.iterations);
+        for (name, c) in other.checks {
+            let mine = self.checks.entry(name).or_default();
+            mine.passed += c.passed;
+            mine.failed += c.failed;
+        }
     }
 }
 
@@ -276,6 +305,16 @@ impl Summary {
             }
         }
         out
+    }
+
+    /// Fraction of all `check` evaluations that passed (None when no check ran).
+    pub fn check_rate(&self) -> Option<f64> {
+        let (p, f) = self
+            .recorder
+            .checks
+            .values()
+            .fold((0u64, 0u64), |(p, f), c| (p + c.passed, f + c.failed));
+        (p + f > 0).then(|| p as f64 / (p + f) as f64)
     }
 
     /// Per-scenario iteration counts.

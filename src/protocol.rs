@@ -50,6 +50,12 @@ pub fn encode_client_control(c: Control) -> Message {
     Message::text(json!({ "type": c.name() }).to_string())
 }
 
+/// `speech_end` carrying the text of what was said (a stand-in for ASR that the built-in agent
+/// uses for its transcript and tool keywords; other servers ignore the extra field).
+pub fn encode_speech_end_with_text(text: &str) -> Message {
+    Message::text(json!({ "type": "speech_end", "text": text }).to_string())
+}
+
 /// Encode PCM16 samples as one little-endian binary frame.
 pub fn encode_audio(samples: &[i16]) -> Message {
     let mut bytes = Vec::with_capacity(samples.len() * 2);
@@ -116,10 +122,15 @@ pub fn decode_server_text(text: &str) -> Result<ServerEvent, ProtocolError> {
             preview(text)
         ))
     })?;
+    decode_server_value(&value)
+}
+
+/// Decode an already parsed server JSON message.
+pub fn decode_server_value(value: &Value) -> Result<ServerEvent, ProtocolError> {
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
         return Err(ProtocolError(format!(
             "server sent JSON without a string `type`: {}",
-            preview(text)
+            preview(&value.to_string())
         )));
     };
     let str_field = |name: &str| {
@@ -136,7 +147,7 @@ pub fn decode_server_text(text: &str) -> Result<ServerEvent, ProtocolError> {
         "resumed" => ServerEvent::Resumed,
         "transcript" => ServerEvent::Transcript(str_field("text")),
         "tool_call" => ServerEvent::ToolCall(str_field("name")),
-        "metrics" => ServerEvent::Metrics(value),
+        "metrics" => ServerEvent::Metrics(value.clone()),
         "error" => ServerEvent::Error(str_field("message")),
         other => ServerEvent::Other(other.to_string(), value.clone()),
     })

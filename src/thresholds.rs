@@ -6,9 +6,9 @@
 use serde::Serialize;
 
 use crate::metrics::{MetricStats, Summary};
-use crate::plan::SUCCESS_RATE;
 use crate::plan::compile::ThresholdSpec;
 use crate::plan::threshold::Stat;
+use crate::plan::{CHECKS, SUCCESS_RATE};
 
 /// The verdict on one threshold expression.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +44,8 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             let stat = t.expr.stat_or_rate();
             let observed = if t.metric == SUCCESS_RATE {
                 summary.iterations().success_rate()
+            } else if t.metric == CHECKS {
+                summary.check_rate()
             } else if stat == Stat::Count {
                 // A count is observable even when zero.
                 Some(summary.stats(&t.metric).map_or(0.0, |s| s.count as f64))
@@ -53,6 +55,7 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             let passed = observed.is_some_and(|v| t.expr.op.holds(v, t.expr.limit));
             let observed_text = match observed {
                 None if t.metric == SUCCESS_RATE => "no iterations".to_string(),
+                None if t.metric == CHECKS => "no checks ran".to_string(),
                 None => "no samples".to_string(),
                 Some(v) if stat.is_duration() => format!("{v:.1}ms"),
                 Some(v) if stat == Stat::Count => format!("{v:.0}"),

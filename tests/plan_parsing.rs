@@ -94,7 +94,17 @@ success_rate = "> 0.9"
     assert_eq!(a.thresholds.len(), 3);
     assert_eq!(b.thresholds.len(), 3);
     assert_eq!(a.metrics, b.metrics);
-    assert_eq!(a.metrics, ["connect", "iteration", "ttfa"]);
+    assert_eq!(
+        a.metrics,
+        [
+            "connect",
+            "iteration",
+            "ttfa",
+            "glitch",
+            "frame_jitter",
+            "reverse_barge_in"
+        ]
+    );
     // Steps remember their lines.
     assert_eq!(a.scenarios[0].steps[2].line, 12);
     assert_eq!(b.scenarios[0].steps[1].line, 12); // the [[scenarios.steps]] header
@@ -227,6 +237,6 @@ fn schema_describes_steps_exactly() {
     let step = &schema["$defs"]["Step"];
     assert_eq!(step["additionalProperties"], false);
     let one_of = step["oneOf"].as_array().unwrap();
-    assert_eq!(one_of.len(), 4);
+    assert_eq!(one_of.len(), planrun::plan::model::STEP_ACTIONS.len());
     assert!(step["properties"]["await"].is_object());
 }

@@ -217,6 +217,9 @@ async fn user_loop(
         let mut ctx = session::Ctx {
             url: &url,
             connect_timeout: plan.target.connect_timeout,
+            sample_rate: plan.target.sample_rate,
+            speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
+            jitter_buffer: plan.target.jitter_buffer,
             run_start,
             rec: &mut rec,
             rng: &mut rng,

@@ -1,18 +1,23 @@
 //! One iteration (one call) of one virtual user: connect, interpret the steps against the
 //! socket, measure.
 //!
-//! Every inbound message is timestamped on arrival and appended to an event queue; `await`
-//! consumes the queue in order. Outgoing audio is paced against an absolute schedule with
-//! capture semantics: frame *i* covers `[start + i·frame, start + (i+1)·frame)` and is sent at
-//! the end of that interval, as a microphone would deliver it.
+//! Every inbound message is timestamped on arrival. Named events go to a queue that `await` and
+//! `expect` consume in order; every reply audio chunk also goes to an arrival log (time, level,
+//! duration) from which the audio expectations (stops, resumes, silence) and the audio-quality
+//! metrics (glitches, frame jitter, reverse barge-in) are computed. Core measurements come from
+//! the audio frames themselves, never from optional server messages.
+//!
+//! Outgoing audio is paced against an absolute schedule with capture semantics: frame *i*
+//! covers `[start + i·frame, start + (i+1)·frame)` and is sent at the end of that interval, as
+//! a microphone would deliver it.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -20,25 +25,36 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::audio::Clip;
+use crate::audio;
 use crate::dist::format_duration;
 use crate::metrics::{Failure, FailureClass, Marker, Recorder, Sample};
-use crate::plan::compile::{Action, ScenarioSpec, StepSpec};
+use crate::plan::compile::{
+    Action, AudioOut, Capture, DEFAULT_AWAIT_TIMEOUT, Expectation, ScenarioSpec, StepSpec,
+};
 use crate::protocol::{self, Control, ServerEvent};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A pause in the bot's speech longer than this means it stopped talking.
+pub const STOP_GAP: Duration = Duration::from_millis(250);
+
+/// A gap before a speech chunk longer than this means the bot had paused and resumed.
+pub const RESUME_GAP: Duration = Duration::from_millis(100);
 
 /// What the iteration needs from its user.
 pub struct Ctx<'a> {
     pub url: &'a str,
     pub connect_timeout: Duration,
+    pub sample_rate: u32,
+    pub speech_threshold_dbfs: f64,
+    pub jitter_buffer: Duration,
     pub run_start: Instant,
     pub rec: &'a mut Recorder,
     pub rng: &'a mut StdRng,
     pub stop: watch::Receiver<bool>,
 }
 
-/// An inbound event with its arrival time.
+/// A named inbound event with its arrival time.
 #[derive(Debug, Clone)]
 struct Inbound {
     at: Instant,
@@ -47,24 +63,24 @@ struct Inbound {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// A reply audio chunk; `first` when it is the first since the user's last end of speech.
+    /// A reply audio chunk: first since the user's last end of speech, first one above the
+    /// speech level since then.
     Audio {
         first: bool,
+        first_speech: bool,
     },
-    Event(String),
+    Event {
+        name: String,
+        json: Option<Value>,
+    },
     ServerError(String),
 }
 
-struct Session<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
-    sink: SplitSink<Ws, Message>,
-    stream: SplitStream<Ws>,
-    queue: VecDeque<Inbound>,
-    /// When the user's last utterance ended (scheduled), the reference for latencies.
-    anchor: Instant,
-    audio_since_anchor: bool,
-    closed: Option<String>,
-    trace: Trace,
+/// One reply audio chunk in the arrival log.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    at: Instant,
+    speech: bool,
 }
 
 /// What an iteration leaves for the timeline: notable instants and timestamped measurements.
@@ -74,12 +90,74 @@ pub struct Trace {
     pub samples: Vec<Sample>,
 }
 
+/// When the user is (or was last) speaking.
+#[derive(Debug, Clone, Copy, Default)]
+struct UserSpeech {
+    /// Start of the current utterance, if one is open or scheduled.
+    start: Option<Instant>,
+    /// Its scheduled end (None: open until `speech_end`).
+    end: Option<Instant>,
+    /// Whether the bot was already talking when it started (then its audio is not a reverse
+    /// barge-in).
+    bot_was_talking: bool,
+    /// A reverse barge-in was already counted for this utterance.
+    counted: bool,
+}
+
+impl UserSpeech {
+    fn speaking_at(&self, t: Instant) -> bool {
+        self.start.is_some_and(|s| t >= s) && self.end.is_none_or(|e| t < e)
+    }
+
+    /// Whether the user spoke at any time in `[a, b]`.
+    fn spoke_between(&self, a: Instant, b: Instant) -> bool {
+        match self.start {
+            Some(s) => s <= b && self.end.is_none_or(|e| e >= a),
+            None => false,
+        }
+    }
+}
+
+struct Session<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    sink: SplitSink<Ws, Message>,
+    stream: SplitStream<Ws>,
+    queue: VecDeque<Inbound>,
+    chunks: Vec<Chunk>,
+    marks: HashMap<String, Instant>,
+    /// When the user's last utterance ended (scheduled), the default reference for latencies.
+    anchor: Instant,
+    audio_since_anchor: bool,
+    speech_since_anchor: bool,
+    /// First reply audio of the current turn (for `interrupt: after`).
+    turn_first_audio: Option<Instant>,
+    user: UserSpeech,
+    /// Client playout model: when the audio received so far finishes playing.
+    playout_end: Option<Instant>,
+    last_chunk: Option<(Instant, Duration)>,
+    closed: Option<String>,
+    trace: Trace,
+    /// Text of the last clip sent, attached to the next `speech_end`.
+    said: Option<String>,
+}
+
 fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Failure {
     Failure {
         class,
         step: step.position(),
         message: message.into(),
     }
+}
+
+fn connect_failure(message: String) -> (Trace, Option<Failure>) {
+    (
+        Trace::default(),
+        Some(Failure {
+            class: FailureClass::ConnectError,
+            step: String::new(),
+            message,
+        }),
+    )
 }
 
 /// Run one iteration of `scenario`. Returns its trace and the failure, if any.
@@ -91,29 +169,13 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
     let connect = tokio_tungstenite::connect_async_with_config(ctx.url, Some(config), true);
     let ws = match tokio::time::timeout(ctx.connect_timeout, connect).await {
         Ok(Ok((ws, _resp))) => ws,
-        Ok(Err(e)) => {
-            return (
-                Trace::default(),
-                Some(Failure {
-                    class: FailureClass::ConnectError,
-                    step: String::new(),
-                    message: format!("cannot connect to {}: {e}", ctx.url),
-                }),
-            );
-        }
+        Ok(Err(e)) => return connect_failure(format!("cannot connect to {}: {e}", ctx.url)),
         Err(_) => {
-            return (
-                Trace::default(),
-                Some(Failure {
-                    class: FailureClass::ConnectError,
-                    step: String::new(),
-                    message: format!(
-                        "connecting to {} took longer than {}",
-                        ctx.url,
-                        format_duration(ctx.connect_timeout)
-                    ),
-                }),
-            );
+            return connect_failure(format!(
+                "connecting to {} took longer than {}",
+                ctx.url,
+                format_duration(ctx.connect_timeout)
+            ));
         }
     };
     let connected = Instant::now();
@@ -123,10 +185,18 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         sink,
         stream,
         queue: VecDeque::new(),
+        chunks: Vec::new(),
+        marks: HashMap::new(),
         anchor: connected,
         audio_since_anchor: false,
+        speech_since_anchor: false,
+        turn_first_audio: None,
+        user: UserSpeech::default(),
+        playout_end: None,
+        last_chunk: None,
         closed: None,
         trace: Trace::default(),
+        said: None,
     };
     s.record("connect", connected - started, connected);
     s.mark("connected", connected, String::new());
@@ -171,45 +241,193 @@ impl Session<'_, '_> {
         });
     }
 
-    /// The user finished speaking at `at`: latencies are measured from here and inbound
-    /// events before it are not answers to it.
+    /// The user starts speaking at `at` (until `end`, or until `speech_end` when None).
+    fn user_starts(&mut self, at: Instant, end: Option<Instant>) {
+        let bot_was_talking = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.speech && at.saturating_duration_since(c.at) <= STOP_GAP);
+        self.user = UserSpeech {
+            start: Some(at),
+            end,
+            bot_was_talking,
+            counted: false,
+        };
+        // A pause of the bot while the user talks is expected, not a glitch.
+        self.playout_end = None;
+        self.last_chunk = None;
+    }
+
+    /// The user finished speaking at `at`: latencies are measured from here, and reply audio
+    /// before it is not an answer to it.
     fn set_anchor(&mut self, at: Instant) {
         self.anchor = at;
         self.audio_since_anchor = false;
-        while self.queue.front().is_some_and(|e| e.at < at) {
-            self.queue.pop_front();
+        self.speech_since_anchor = false;
+        self.turn_first_audio = None;
+        if self.user.end.is_none_or(|e| e > at) {
+            self.user.end = Some(at);
         }
+        self.queue
+            .retain(|e| !(matches!(e.kind, Kind::Audio { .. }) && e.at < at));
+        self.playout_end = None;
+        self.last_chunk = None;
+        self.marks.insert("speech_end".into(), at);
         self.mark("speech_end", at, String::new());
+    }
+
+    /// The instant latencies of a step are measured from.
+    fn reference(&self, step: &StepSpec, from: Option<&str>) -> Result<Instant, Failure> {
+        match from {
+            None => Ok(self.anchor),
+            Some(name) => self.marks.get(name).copied().ok_or_else(|| {
+                fail(
+                    FailureClass::ExpectationFailed,
+                    step,
+                    format!("`from: {name}`: that mark or event has not happened yet"),
+                )
+            }),
+        }
     }
 
     async fn step(&mut self, step: &StepSpec) -> Result<(), Failure> {
         match &step.action {
-            Action::SendAudio { clip, frame, .. } => self.send_audio(step, clip, *frame).await,
-            Action::Send(control) => {
-                self.send(step, protocol::encode_client_control(*control))
-                    .await?;
-                match control {
-                    Control::SpeechEnd => self.set_anchor(Instant::now()),
-                    Control::SpeechStart => {
-                        self.mark("speech_start", Instant::now(), String::new())
-                    }
-                    Control::Interrupt => self.mark("interrupt", Instant::now(), String::new()),
-                }
+            Action::SendAudio(out) => {
+                let start = Instant::now();
+                let speech_end = self.stream_audio(step, out, start).await?;
+                self.set_anchor(speech_end);
                 Ok(())
             }
+            Action::Send(control) => self.send_control(step, *control).await,
             Action::Await {
                 event,
                 record,
+                from,
                 timeout,
+                capture,
             } => {
-                self.await_event(step, event, record.as_deref(), *timeout)
-                    .await
+                let reference = self.reference(step, from.as_deref())?;
+                let deadline = Instant::now() + *timeout;
+                let (at, json) = self.next_event(step, event, deadline, false).await?;
+                self.after_event(
+                    event,
+                    at,
+                    json.as_ref(),
+                    reference,
+                    record.as_deref(),
+                    capture,
+                );
+                Ok(())
             }
             Action::Wait(dist) => {
                 let until = Instant::now() + dist.sample(self.ctx.rng);
                 self.pump_until(step, until).await
             }
+            Action::Interrupt {
+                after,
+                audio,
+                explicit,
+                speech_end,
+            } => {
+                let first = match self.turn_first_audio {
+                    Some(t) => t,
+                    None => {
+                        let deadline = Instant::now() + DEFAULT_AWAIT_TIMEOUT;
+                        self.next_event(step, "first_audio", deadline, false)
+                            .await?
+                            .0
+                    }
+                };
+                let due = first + after.sample(self.ctx.rng);
+                self.pump_until(step, due).await?;
+                let control = if *explicit {
+                    Control::Interrupt
+                } else {
+                    Control::SpeechStart
+                };
+                self.send(step, protocol::encode_client_control(control))
+                    .await?;
+                let at = Instant::now();
+                self.marks.insert("interrupt".into(), at);
+                self.mark("interrupt", at, String::new());
+                self.user_starts(at, None);
+                let mut end = at;
+                if let Some(out) = audio {
+                    end = self.stream_audio(step, out, at).await?;
+                }
+                if *speech_end {
+                    self.pump_until(step, end).await?;
+                    self.send_control(step, Control::SpeechEnd).await?;
+                } else {
+                    self.set_anchor(end);
+                }
+                Ok(())
+            }
+            Action::Mark(name) => {
+                let now = Instant::now();
+                self.marks.insert(name.clone(), now);
+                self.mark(&format!("mark:{name}"), now, String::new());
+                Ok(())
+            }
+            Action::Expect {
+                what,
+                record,
+                from,
+                within,
+                capture,
+                check,
+            } => {
+                let result = self
+                    .expect(
+                        step,
+                        what,
+                        record.as_deref(),
+                        from.as_deref(),
+                        *within,
+                        capture,
+                    )
+                    .await;
+                match (check, result) {
+                    (None, r) => r,
+                    (Some(name), Ok(())) => {
+                        self.ctx.rec.check(name, true);
+                        Ok(())
+                    }
+                    (Some(_), Err(f)) if f.class == FailureClass::Aborted => Err(f),
+                    (Some(name), Err(f)) => {
+                        self.ctx.rec.check(name, false);
+                        self.mark(
+                            "check_failed",
+                            Instant::now(),
+                            format!("{name}: {}", f.message),
+                        );
+                        Ok(())
+                    }
+                }
+            }
         }
+    }
+
+    async fn send_control(&mut self, step: &StepSpec, control: Control) -> Result<(), Failure> {
+        let msg = match (control, self.said.take()) {
+            (Control::SpeechEnd, Some(text)) => protocol::encode_speech_end_with_text(&text),
+            _ => protocol::encode_client_control(control),
+        };
+        self.send(step, msg).await?;
+        let now = Instant::now();
+        match control {
+            Control::SpeechEnd => self.set_anchor(now),
+            Control::SpeechStart => {
+                self.marks.insert("speech_start".into(), now);
+                self.mark("speech_start", now, String::new());
+                self.user_starts(now, None);
+            }
+            Control::Interrupt => {
+                self.marks.insert("interrupt".into(), now);
+                self.mark("interrupt", now, String::new());
+            }
+        }
+        Ok(())
     }
 
     async fn send(&mut self, step: &StepSpec, msg: Message) -> Result<(), Failure> {
@@ -229,38 +447,50 @@ impl Session<'_, '_> {
         })
     }
 
-    async fn send_audio(
+    /// Stream a clip from `start`; returns the scheduled end of its speech (before any
+    /// trailing silence). The user counts as speaking until then.
+    async fn stream_audio(
         &mut self,
         step: &StepSpec,
-        clip: &Arc<Clip>,
-        frame: Duration,
-    ) -> Result<(), Failure> {
-        let start = Instant::now();
-        self.mark("audio_start", start, String::new());
-        for (i, samples) in clip.frames(frame).enumerate() {
-            let due = start + frame * (i as u32 + 1);
-            self.pump_until(step, due).await?;
-            let lag = Instant::now().saturating_duration_since(due);
-            self.ctx.rec.record_send_lag(lag);
-            self.send(step, protocol::encode_audio(&samples)).await?;
-        }
+        out: &AudioOut,
+        start: Instant,
+    ) -> Result<Instant, Failure> {
+        let clip = &out.clip;
         let speech_end =
             start + Duration::from_secs_f64(clip.speech_end() as f64 / f64::from(clip.sample_rate));
-        self.set_anchor(speech_end);
-        Ok(())
+        // Inside an utterance opened by speech_start it stays open until speech_end.
+        let open = self.user.start.is_some() && self.user.end.is_none();
+        if !open {
+            self.user_starts(start, Some(speech_end));
+        }
+        self.mark("audio_start", start, out.label.clone());
+        self.said = out.text.clone();
+        let realtime = out.pacing == crate::plan::model::Pacing::Realtime;
+        for (i, samples) in out.clip.frames(out.frame).enumerate() {
+            if realtime {
+                let due = start + out.frame * (i as u32 + 1);
+                self.pump_until(step, due).await?;
+                let lag = Instant::now().saturating_duration_since(due);
+                self.ctx.rec.record_send_lag(lag);
+            }
+            self.send(step, protocol::encode_audio(&samples)).await?;
+        }
+        Ok(if realtime { speech_end } else { Instant::now() })
     }
 
-    /// Receive (and queue) inbound messages until `until`.
+    /// Receive (and log) inbound messages until `until`.
     async fn pump_until(&mut self, step: &StepSpec, until: Instant) -> Result<(), Failure> {
         loop {
             if self.closed.is_some() {
                 // Nothing more can arrive; a closed connection is judged by the next send/await.
-                sleep_until(until).await;
-                return self.check_stop(step);
+                tokio::select! {
+                    _ = self.ctx.stop.changed() => return self.check_stop(step),
+                    _ = sleep_until(until) => return Ok(()),
+                }
             }
             tokio::select! {
                 biased;
-                _ = self.ctx.stop.changed() => return self.check_stop(step),
+                _ = self.ctx.stop.changed() => self.check_stop(step)?,
                 _ = sleep_until(until) => return Ok(()),
                 msg = self.stream.next() => self.ingest(step, msg)?,
             }
@@ -283,23 +513,24 @@ impl Session<'_, '_> {
         let at = Instant::now();
         match msg {
             None => self.closed = Some("the server closed the connection".into()),
-            Some(Err(e)) => self.closed = Some(format!("the connection failed: {e}")),
-            Some(Ok(Message::Binary(bytes))) => {
-                if bytes.is_empty() {
-                    return Ok(());
-                }
-                let first = !self.audio_since_anchor;
-                self.audio_since_anchor = true;
-                if first {
-                    self.mark("first_audio", at, String::new());
-                }
-                self.queue.push_back(Inbound {
-                    at,
-                    kind: Kind::Audio { first },
-                });
+            Some(Err(e)) => {
+                let why = format!("the connection failed: {e}");
+                self.mark("closed", at, why.clone());
+                self.closed = Some(why);
             }
+            Some(Ok(Message::Binary(bytes))) => self.ingest_audio(&bytes, at),
             Some(Ok(Message::Text(text))) => {
-                let event = protocol::decode_server_text(&text)
+                let json: Value = serde_json::from_str(&text).map_err(|e| {
+                    fail(
+                        FailureClass::ProtocolError,
+                        step,
+                        format!(
+                            "server sent text that is not JSON ({e}): {}",
+                            preview(&text)
+                        ),
+                    )
+                })?;
+                let event = protocol::decode_server_value(&json)
                     .map_err(|e| fail(FailureClass::ProtocolError, step, e.0))?;
                 let kind = match event {
                     ServerEvent::Error(message) => {
@@ -316,70 +547,162 @@ impl Session<'_, '_> {
                         if name != "metrics" {
                             self.mark(&name, at, detail);
                         }
-                        Kind::Event(name)
+                        if name == "response_end" {
+                            self.playout_end = None;
+                            self.last_chunk = None;
+                        }
+                        Kind::Event {
+                            name,
+                            json: Some(json),
+                        }
                     }
                 };
                 self.queue.push_back(Inbound { at, kind });
             }
             Some(Ok(Message::Close(frame))) => {
                 let why = match frame {
-                    Some(f) => format!(
-                        "the server closed the connection (code {}{})",
+                    Some(f) if !f.reason.is_empty() => format!(
+                        "the server closed the connection (code {}: {})",
                         u16::from(f.code),
-                        if f.reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", f.reason)
-                        }
+                        f.reason
+                    ),
+                    Some(f) => format!(
+                        "the server closed the connection (code {})",
+                        u16::from(f.code)
                     ),
                     None => "the server closed the connection".into(),
                 };
                 self.mark("closed", at, why.clone());
                 self.closed = Some(why);
             }
-            Some(Ok(_)) => {} // ping/pong/frame: handled by tungstenite
+            Some(Ok(_)) => {} // ping/pong/raw frames: handled by tungstenite
         }
         Ok(())
     }
 
-    async fn await_event(
+    /// Log a reply audio chunk and update the audio-quality measurements.
+    fn ingest_audio(&mut self, bytes: &[u8], at: Instant) {
+        if bytes.len() < 2 {
+            return;
+        }
+        let samples = bytes.len() / 2;
+        let dur = Duration::from_secs_f64(samples as f64 / f64::from(self.ctx.sample_rate));
+        let speech = audio::dbfs_le_bytes(bytes) >= self.ctx.speech_threshold_dbfs;
+        let first = !self.audio_since_anchor;
+        let first_speech = speech && !self.speech_since_anchor;
+        self.audio_since_anchor = true;
+        self.speech_since_anchor |= speech;
+        if first {
+            self.turn_first_audio = Some(at);
+            self.mark("first_audio", at, String::new());
+        }
+        if first_speech {
+            self.mark("first_speech", at, String::new());
+        }
+
+        // Glitch: the chunk arrives after everything received so far has finished playing
+        // (a playout underrun) while the user was silent; a pause the user caused is expected.
+        // Playback (re)starts with the jitter buffer, as a client player would rebuffer.
+        let restart = at + self.ctx.jitter_buffer + dur;
+        self.playout_end = Some(match self.playout_end {
+            None => restart,
+            Some(end) if at > end => {
+                if !self.user.spoke_between(end, at) {
+                    self.record("glitch", at - end, at);
+                    let gap = (at - end).as_secs_f64() * 1000.0;
+                    self.mark("glitch", at, format!("{gap:.0}ms underrun"));
+                }
+                self.last_chunk = None;
+                restart
+            }
+            Some(end) => end + dur,
+        });
+        // Frame jitter: how far the gap between two chunks is from the audio they carry.
+        if let Some((prev_at, prev_dur)) = self.last_chunk
+            && !self.user.spoke_between(prev_at, at)
+        {
+            let gap = at - prev_at;
+            let jitter = gap.abs_diff(prev_dur);
+            self.record("frame_jitter", jitter, at);
+        }
+        self.last_chunk = Some((at, dur));
+        // Reverse barge-in: the bot starts talking while the user still is.
+        if speech
+            && self.user.speaking_at(at)
+            && !self.user.bot_was_talking
+            && !self.user.counted
+            && let Some(start) = self.user.start
+        {
+            self.user.counted = true;
+            self.record("reverse_barge_in", at - start, at);
+            self.mark("reverse_barge_in", at, String::new());
+        }
+
+        self.chunks.push(Chunk { at, speech });
+        self.queue.push_back(Inbound {
+            at,
+            kind: Kind::Audio {
+                first,
+                first_speech,
+            },
+        });
+    }
+
+    /// Wait for the next event called `name`. Earlier events of other kinds are skipped,
+    /// unless `strict` (then any other named event is `unexpected_event`).
+    async fn next_event(
         &mut self,
         step: &StepSpec,
-        event: &str,
-        record: Option<&str>,
-        timeout: Duration,
-    ) -> Result<(), Failure> {
-        let deadline = Instant::now() + timeout;
+        name: &str,
+        deadline: Instant,
+        strict: bool,
+    ) -> Result<(Instant, Option<Value>), Failure> {
+        let allowed = deadline.saturating_duration_since(Instant::now());
         loop {
             while let Some(e) = self.queue.pop_front() {
-                let hit = match &e.kind {
-                    Kind::Audio { first } => event == "audio" || (event == "first_audio" && *first),
-                    Kind::Event(name) => name == event,
-                    Kind::ServerError(message) => {
-                        if event == "error" {
-                            true
-                        } else {
+                match e.kind {
+                    Kind::Audio {
+                        first,
+                        first_speech,
+                    } => {
+                        let hit = name == "audio"
+                            || (name == "first_audio" && first)
+                            || (name == "first_speech" && first_speech);
+                        if hit {
+                            return Ok((e.at, None));
+                        }
+                    }
+                    Kind::Event { name: got, json } => {
+                        if got == name {
+                            return Ok((e.at, json));
+                        }
+                        // Server metrics are informational: never "unexpected".
+                        if strict && got != "metrics" {
                             return Err(fail(
-                                FailureClass::ServerError,
+                                FailureClass::UnexpectedEvent,
                                 step,
-                                format!("server error while waiting for `{event}`: {message}"),
+                                format!("expected `{name}`, the server sent `{got}`"),
                             ));
                         }
                     }
-                };
-                if hit {
-                    if let Some(name) = record {
-                        let latency = e.at.saturating_duration_since(self.anchor);
-                        self.record(name, latency, e.at);
+                    Kind::ServerError(message) => {
+                        if name == "error" {
+                            let json = serde_json::json!({"type": "error", "message": message});
+                            return Ok((e.at, Some(json)));
+                        }
+                        return Err(fail(
+                            FailureClass::ServerError,
+                            step,
+                            format!("server error while waiting for `{name}`: {message}"),
+                        ));
                     }
-                    return Ok(());
                 }
             }
             if let Some(why) = &self.closed {
                 return Err(fail(
                     FailureClass::ConnectionClosed,
                     step,
-                    format!("{why} while waiting for `{event}`"),
+                    format!("{why} while waiting for `{name}`"),
                 ));
             }
             tokio::select! {
@@ -389,10 +712,208 @@ impl Session<'_, '_> {
                     return Err(fail(
                         FailureClass::Timeout,
                         step,
-                        format!("no `{event}` within {}", format_duration(timeout)),
+                        format!("no `{name}` within {}", format_duration(allowed)),
                     ));
                 }
                 msg = self.stream.next() => self.ingest(step, msg)?,
+            }
+        }
+    }
+
+    /// Bookkeeping after an awaited/expected event: its mark, the latency, captured fields.
+    fn after_event(
+        &mut self,
+        name: &str,
+        at: Instant,
+        json: Option<&Value>,
+        reference: Instant,
+        record: Option<&str>,
+        capture: &[Capture],
+    ) {
+        self.marks.insert(name.to_string(), at);
+        if let Some(metric) = record {
+            self.record(metric, at.saturating_duration_since(reference), at);
+        }
+        if let Some(json) = json {
+            for c in capture {
+                let mut v = json;
+                let mut found = true;
+                for key in &c.path {
+                    match v.get(key) {
+                        Some(next) => v = next,
+                        None => {
+                            found = false;
+                            break;
+                        }
+                    }
+                }
+                if let Some(ms) = v
+                    .as_f64()
+                    .filter(|ms| found && ms.is_finite() && *ms >= 0.0)
+                {
+                    self.record(&c.metric, Duration::from_secs_f64(ms / 1000.0), at);
+                }
+            }
+        }
+    }
+
+    async fn expect(
+        &mut self,
+        step: &StepSpec,
+        what: &Expectation,
+        record: Option<&str>,
+        from: Option<&str>,
+        within: Duration,
+        capture: &[Capture],
+    ) -> Result<(), Failure> {
+        let expectation = |msg: String| fail(FailureClass::ExpectationFailed, step, msg);
+        let ms = |d: Duration| format!("{:.0}ms", d.as_secs_f64() * 1000.0);
+        match what {
+            Expectation::Event { name, conditions } => {
+                let reference = self.reference(step, from)?;
+                let deadline = Instant::now() + within;
+                let (at, json) = self.next_event(step, name, deadline, true).await?;
+                let empty = Value::Null;
+                let j = json.as_ref().unwrap_or(&empty);
+                if let Some(c) = conditions.iter().find(|c| !c.holds(j)) {
+                    return Err(expectation(format!(
+                        "`{name}` did not match `{}`: got {}",
+                        c.describe(),
+                        preview(&j.to_string())
+                    )));
+                }
+                self.after_event(name, at, json.as_ref(), reference, record, capture);
+                Ok(())
+            }
+            Expectation::NoAudio => {
+                let start = Instant::now();
+                self.pump_until(step, start + within).await?;
+                match self.chunks.iter().find(|c| c.speech && c.at >= start) {
+                    Some(c) => Err(expectation(format!(
+                        "the bot spoke {} into a {} silence",
+                        ms(c.at - start),
+                        ms(within)
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            Expectation::AudioStops => {
+                let reference = match from {
+                    Some(_) => self.reference(step, from)?,
+                    None => self.marks.get("interrupt").copied().unwrap_or(self.anchor),
+                };
+                let talking = self
+                    .chunks
+                    .iter()
+                    .rev()
+                    .find(|c| c.speech && c.at <= reference)
+                    .is_some_and(|c| reference - c.at <= STOP_GAP);
+                let give_up = reference + within + STOP_GAP;
+                loop {
+                    // The last speech chunk after the reference that is followed by a gap.
+                    let mut prev = reference;
+                    let mut stopped = None;
+                    for c in self.chunks.iter().filter(|c| c.speech && c.at > reference) {
+                        if c.at - prev > STOP_GAP {
+                            stopped = Some(prev);
+                            break;
+                        }
+                        prev = c.at;
+                    }
+                    let now = Instant::now();
+                    if stopped.is_none() && now - prev > STOP_GAP {
+                        stopped = Some(prev);
+                    }
+                    if let Some(stop_at) = stopped {
+                        if !talking && stop_at == reference {
+                            return Err(expectation(
+                                "the bot was not speaking when interrupted".into(),
+                            ));
+                        }
+                        let latency = stop_at - reference;
+                        if let Some(m) = record {
+                            self.record(m, latency, stop_at);
+                        }
+                        self.marks.insert("audio_stops".into(), stop_at);
+                        self.mark("audio_stops", stop_at, String::new());
+                        return if latency > within {
+                            Err(expectation(format!(
+                                "the bot kept talking {} after the interruption (allowed {})",
+                                ms(latency),
+                                ms(within)
+                            )))
+                        } else {
+                            Ok(())
+                        };
+                    }
+                    if now >= give_up {
+                        return Err(expectation(format!(
+                            "the bot was still talking {} after the interruption",
+                            ms(now - reference)
+                        )));
+                    }
+                    self.pump_until(
+                        step,
+                        (prev + STOP_GAP + Duration::from_millis(1)).min(give_up),
+                    )
+                    .await?;
+                }
+            }
+            Expectation::AudioResumes => {
+                let reference = self.reference(step, from)?;
+                let deadline = reference + within;
+                loop {
+                    // The first speech chunk after the reference that follows a pause.
+                    let mut prev: Option<Instant> = None;
+                    let mut resumed = None;
+                    let mut flowing = false;
+                    for c in self.chunks.iter().filter(|c| c.speech) {
+                        if c.at >= reference {
+                            match prev {
+                                Some(p) if c.at - p > RESUME_GAP => {
+                                    resumed = Some(c.at);
+                                    break;
+                                }
+                                _ => flowing = true,
+                            }
+                        }
+                        prev = Some(c.at);
+                    }
+                    let now = Instant::now();
+                    if let Some(at) = resumed {
+                        let latency = at.saturating_duration_since(reference);
+                        if let Some(m) = record {
+                            self.record(m, latency, at);
+                        }
+                        self.marks.insert("audio_resumes".into(), at);
+                        self.mark("audio_resumes", at, String::new());
+                        return if latency > within {
+                            Err(expectation(format!(
+                                "the bot resumed after {} (allowed {})",
+                                ms(latency),
+                                ms(within)
+                            )))
+                        } else {
+                            Ok(())
+                        };
+                    }
+                    if now >= deadline {
+                        // Speech that never paused after the reference: the bot talked on.
+                        let recent = prev.is_some_and(|p| now - p <= STOP_GAP);
+                        if flowing && recent {
+                            if let Some(m) = record {
+                                self.record(m, Duration::ZERO, now);
+                            }
+                            return Ok(());
+                        }
+                        return Err(expectation(format!(
+                            "the bot did not resume within {} of the user's last speech",
+                            ms(within)
+                        )));
+                    }
+                    let next = (Instant::now() + Duration::from_millis(20)).min(deadline);
+                    self.pump_until(step, next).await?;
+                }
             }
         }
     }
@@ -413,4 +934,12 @@ impl Session<'_, '_> {
         })
         .await;
     }
+}
+
+fn preview(text: &str) -> String {
+    let mut s: String = text.chars().take(120).collect();
+    if text.chars().count() > 120 {
+        s.push('…');
+    }
+    s
 }

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::diag::{Diagnostic, PlanError};
-use super::model::{AgentSpec, ReportSpec};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::diag::{Diagnostic, PlanError, Seg};
+use super::model::{AgentSpec, AudioSpec, Pacing, ReportSpec, Step};
 use super::threshold::ThresholdExpr;
 use super::{LoadedPlan, recorded_metrics};
 use crate::audio::{self, Clip};
-use crate::dist::Dist;
+use crate::dist::{Dist, format_duration};
 use crate::plan_path;
 use crate::protocol::Control;
 
@@ -62,6 +66,8 @@ impl TargetUrl {
 pub struct TargetSpec {
     pub url: TargetUrl,
     pub sample_rate: u32,
+    pub speech_threshold_dbfs: f64,
+    pub jitter_buffer: Duration,
     pub connect_timeout: Duration,
     pub agent: AgentSpec,
 }
@@ -110,37 +116,393 @@ impl StepSpec {
     }
 }
 
+/// Audio ready to stream.
+#[derive(Debug, Clone)]
+pub struct AudioOut {
+    pub clip: Arc<Clip>,
+    pub frame: Duration,
+    pub pacing: Pacing,
+    pub label: String,
+    /// What is said, from the `.txt` beside a WAV (sent with the next `speech_end`).
+    pub text: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Action {
-    SendAudio {
-        clip: Arc<Clip>,
-        frame: Duration,
-        label: String,
-    },
+    SendAudio(AudioOut),
     Send(Control),
     Await {
         event: String,
         record: Option<String>,
+        from: Option<String>,
         timeout: Duration,
+        capture: Vec<Capture>,
     },
     Wait(Dist),
+    Interrupt {
+        after: Dist,
+        audio: Option<AudioOut>,
+        explicit: bool,
+        speech_end: bool,
+    },
+    /// `expect` (fatal) or `check` (counted).
+    Expect {
+        what: Expectation,
+        record: Option<String>,
+        from: Option<String>,
+        within: Duration,
+        capture: Vec<Capture>,
+        /// None for `expect`; the name the check is counted under for `check`.
+        check: Option<String>,
+    },
+    Mark(String),
 }
 
 impl Action {
     pub fn name(&self) -> &'static str {
         match self {
-            Action::SendAudio { .. } => "send_audio",
+            Action::SendAudio(_) => "send_audio",
             Action::Send(_) => "send",
             Action::Await { .. } => "await",
             Action::Wait(_) => "wait",
+            Action::Interrupt { .. } => "interrupt",
+            Action::Expect { check: None, .. } => "expect",
+            Action::Expect { check: Some(_), .. } => "check",
+            Action::Mark(_) => "mark",
         }
     }
+}
+
+/// What an `expect`/`check` asserts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expectation {
+    AudioStops,
+    AudioResumes,
+    NoAudio,
+    Event {
+        name: String,
+        conditions: Vec<Condition>,
+    },
+}
+
+/// A numeric JSON field of an event recorded as a metric (milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    pub path: Vec<String>,
+    pub metric: String,
+}
+
+/// A condition on an event's JSON field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub path: Vec<String>,
+    pub op: CondOp,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondOp {
+    Equals,
+    Contains,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Condition {
+    pub fn describe(&self) -> String {
+        let op = match self.op {
+            CondOp::Equals => "==",
+            CondOp::Contains => "contains",
+            CondOp::Gt => ">",
+            CondOp::Gte => ">=",
+            CondOp::Lt => "<",
+            CondOp::Lte => "<=",
+        };
+        format!("{} {op} {}", self.path.join("."), self.value)
+    }
+
+    /// Whether `event` satisfies the condition.
+    pub fn holds(&self, event: &Value) -> bool {
+        let mut v = event;
+        for key in &self.path {
+            match v.get(key) {
+                Some(next) => v = next,
+                None => return false,
+            }
+        }
+        let num = |x: &Value| x.as_f64();
+        match self.op {
+            CondOp::Equals => v == &self.value,
+            CondOp::Contains => match (v, &self.value) {
+                (Value::String(h), Value::String(n)) => {
+                    h.to_lowercase().contains(&n.to_lowercase())
+                }
+                (Value::Array(items), needle) => items.contains(needle),
+                _ => false,
+            },
+            CondOp::Gt => num(v).zip(num(&self.value)).is_some_and(|(a, b)| a > b),
+            CondOp::Gte => num(v).zip(num(&self.value)).is_some_and(|(a, b)| a >= b),
+            CondOp::Lt => num(v).zip(num(&self.value)).is_some_and(|(a, b)| a < b),
+            CondOp::Lte => num(v).zip(num(&self.value)).is_some_and(|(a, b)| a <= b),
+        }
+    }
+}
+
+fn split_path(p: &str) -> Vec<String> {
+    p.split('.').map(str::to_string).collect()
+}
+
+fn conditions(spec: &BTreeMap<String, Value>) -> Result<Vec<Condition>, String> {
+    let mut out = Vec::new();
+    for (field, v) in spec {
+        let path = split_path(field);
+        match v {
+            Value::Object(m) => {
+                for (op, value) in m {
+                    let op = match op.as_str() {
+                        "equals" => CondOp::Equals,
+                        "contains" => CondOp::Contains,
+                        "gt" => CondOp::Gt,
+                        "gte" => CondOp::Gte,
+                        "lt" => CondOp::Lt,
+                        "lte" => CondOp::Lte,
+                        other => {
+                            return Err(format!(
+                                "unknown condition `{other}` on `{field}`: use equals, contains, gt, gte, lt or lte"
+                            ));
+                        }
+                    };
+                    out.push(Condition {
+                        path: path.clone(),
+                        op,
+                        value: value.clone(),
+                    });
+                }
+            }
+            other => out.push(Condition {
+                path: path.clone(),
+                op: CondOp::Equals,
+                value: other.clone(),
+            }),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone)]
 pub struct ThresholdSpec {
     pub metric: String,
     pub expr: ThresholdExpr,
+}
+
+/// Most steps a scenario may unroll to (`repeat` multiplies).
+const MAX_STEPS: usize = 100_000;
+
+struct Cx<'a> {
+    lp: &'a LoadedPlan,
+    rate: u32,
+    clips: &'a mut HashMap<PathBuf, Arc<Clip>>,
+    errs: &'a mut Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, path: &[Seg], key: &str, message: String) {
+        let mut p = path.to_vec();
+        p.push(Seg::Key(key.into()));
+        self.errs.push(self.lp.diag(&p, message, None));
+    }
+
+    fn audio(&mut self, spec: &AudioSpec, path: &[Seg], key: &str) -> Option<AudioOut> {
+        let t = spec.table();
+        let rate = self.rate;
+        let level = t.level.unwrap_or(-20.0);
+        let mut text = None;
+        let (clip, label) = if let Some(file) = &t.file {
+            let resolved = self.lp.resolve(file);
+            let clip = match self.clips.get(&resolved) {
+                Some(c) => (**c).clone(),
+                None => match audio::load_wav(&resolved, rate) {
+                    Ok(c) => {
+                        self.clips.insert(resolved.clone(), Arc::new(c.clone()));
+                        c
+                    }
+                    Err(e) => {
+                        self.error(path, key, e.to_string());
+                        return None;
+                    }
+                },
+            };
+            text = std::fs::read_to_string(resolved.with_extension("txt"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty());
+            (clip, file.clone())
+        } else if let Some(d) = t.silence {
+            (
+                audio::silence(d.0, rate),
+                format!("silence {}", format_duration(d.0)),
+            )
+        } else if let Some(d) = t.tone {
+            let freq = t.freq.unwrap_or(440.0);
+            (
+                audio::tone(d.0, freq, level, rate),
+                format!("tone {} {freq}Hz {level}dBFS", format_duration(d.0)),
+            )
+        } else if let Some(d) = t.noise {
+            let seed = self.lp.plan.load.seed;
+            (
+                audio::noise(d.0, level, rate, seed),
+                format!("noise {} {level}dBFS", format_duration(d.0)),
+            )
+        } else {
+            return None; // validated: exactly one source
+        };
+        let clip = match t.trailing_silence {
+            Some(d) => clip.with_trailing_silence(d.0),
+            None => clip,
+        };
+        Some(AudioOut {
+            clip: Arc::new(clip),
+            frame: t.frame.map_or(DEFAULT_FRAME, |f| f.0),
+            pacing: t.pacing.unwrap_or_default(),
+            label,
+            text,
+        })
+    }
+
+    fn steps(&mut self, scenario: &str, steps: &[Step], prefix: &[Seg], out: &mut Vec<StepSpec>) {
+        for (i, step) in steps.iter().enumerate() {
+            let mut path = prefix.to_vec();
+            path.push(Seg::Key("steps".into()));
+            path.push(Seg::Index(i));
+            if let (Some(n), Some(body)) = (step.repeat, &step.steps) {
+                for _ in 0..n {
+                    if out.len() > MAX_STEPS {
+                        self.error(
+                            &path,
+                            "repeat",
+                            format!("scenario `{scenario}` unrolls to more than {MAX_STEPS} steps"),
+                        );
+                        return;
+                    }
+                    self.steps(scenario, body, &path, out);
+                }
+                continue;
+            }
+            let line = self.lp.tree.as_ref().map_or(0, |t| t.find(&path).0);
+            let Some(action) = self.action(scenario, step, &path, i, line) else {
+                continue;
+            };
+            out.push(StepSpec {
+                index: i,
+                line,
+                action,
+            });
+        }
+    }
+
+    fn action(
+        &mut self,
+        scenario: &str,
+        step: &Step,
+        path: &[Seg],
+        i: usize,
+        line: usize,
+    ) -> Option<Action> {
+        let capture: Vec<Capture> = step
+            .capture
+            .iter()
+            .flatten()
+            .map(|(field, metric)| Capture {
+                path: split_path(field),
+                metric: metric.clone(),
+            })
+            .collect();
+        if let Some(spec) = &step.send_audio {
+            return self.audio(spec, path, "send_audio").map(Action::SendAudio);
+        }
+        if let Some(name) = &step.send {
+            return Control::from_name(name).map(Action::Send); // validated
+        }
+        if let Some(event) = &step.await_ {
+            return Some(Action::Await {
+                event: event.clone(),
+                record: step.record.clone(),
+                from: step.from.clone(),
+                timeout: step.timeout.map_or(DEFAULT_AWAIT_TIMEOUT, |t| t.0),
+                capture,
+            });
+        }
+        if let Some(w) = &step.wait {
+            return Some(Action::Wait(w.0.clone()));
+        }
+        if let Some(spec) = &step.interrupt {
+            let audio = match &spec.audio {
+                Some(a) => Some(self.audio(a, path, "interrupt")?),
+                None => None,
+            };
+            return Some(Action::Interrupt {
+                after: spec
+                    .after
+                    .as_ref()
+                    .map_or(Dist::Fixed(Duration::ZERO), |j| j.0.clone()),
+                audio,
+                explicit: spec.explicit,
+                speech_end: spec.speech_end.unwrap_or(true),
+            });
+        }
+        if let Some(m) = &step.mark {
+            return Some(Action::Mark(m.clone()));
+        }
+        let (target, check) = match (&step.expect, &step.check) {
+            (Some(e), _) => (e, None),
+            (None, Some(c)) => (
+                c,
+                Some(step.name.clone().unwrap_or_else(|| {
+                    let at = if line > 0 {
+                        format!("line {line}")
+                    } else {
+                        format!("step {}", i + 1)
+                    };
+                    format!("{scenario}: {c} ({at})")
+                })),
+            ),
+            _ => return None, // validated: one action
+        };
+        let what = match target.as_str() {
+            "audio_stops" => Expectation::AudioStops,
+            "audio_resumes" => Expectation::AudioResumes,
+            "no_audio" => Expectation::NoAudio,
+            name => {
+                let conditions = match step.where_.as_ref().map(conditions).transpose() {
+                    Ok(c) => c.unwrap_or_default(),
+                    Err(e) => {
+                        self.error(path, "where", e);
+                        return None;
+                    }
+                };
+                Expectation::Event {
+                    name: name.to_string(),
+                    conditions,
+                }
+            }
+        };
+        let default_within = if matches!(what, Expectation::Event { .. }) {
+            DEFAULT_AWAIT_TIMEOUT
+        } else {
+            Duration::from_secs(1)
+        };
+        Some(Action::Expect {
+            what,
+            record: step.record.clone(),
+            from: step.from.clone(),
+            within: step.within.map_or(default_within, |w| w.0),
+            capture,
+            check,
+        })
+    }
 }
 
 /// Compile a validated plan. Audio files are decoded (and resampled) once each.
@@ -151,57 +513,20 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     let mut errs: Vec<Diagnostic> = Vec::new();
     let mut scenarios = Vec::new();
 
+    let mut cx = Cx {
+        lp,
+        rate,
+        clips: &mut clips,
+        errs: &mut errs,
+    };
     for (si, sc) in plan.scenarios.iter().enumerate() {
         let mut steps = Vec::new();
-        for (i, step) in sc.steps.iter().enumerate() {
-            let path = plan_path!["scenarios", si, "steps", i];
-            let line = lp.tree.as_ref().map_or(0, |t| t.find(&path).0);
-            let action = if let Some(spec) = &step.send_audio {
-                let file = lp.resolve(&spec.file);
-                let clip = match clips.get(&file) {
-                    Some(c) => c.clone(),
-                    None => match audio::load_wav(&file, rate) {
-                        Ok(c) => {
-                            let c = Arc::new(c);
-                            clips.insert(file.clone(), c.clone());
-                            c
-                        }
-                        Err(e) => {
-                            let mut p = path.to_vec();
-                            p.push("send_audio".into());
-                            errs.push(lp.diag(&p, e.to_string(), None));
-                            continue;
-                        }
-                    },
-                };
-                Action::SendAudio {
-                    clip,
-                    frame: spec.frame.map_or(DEFAULT_FRAME, |f| f.0),
-                    label: spec.file.clone(),
-                }
-            } else if let Some(name) = &step.send {
-                // ok: validated in plan::validate; unknown names never reach here
-                let Some(c) = Control::from_name(name) else {
-                    continue;
-                };
-                Action::Send(c)
-            } else if let Some(event) = &step.await_ {
-                Action::Await {
-                    event: event.clone(),
-                    record: step.record.clone(),
-                    timeout: step.timeout.map_or(DEFAULT_AWAIT_TIMEOUT, |t| t.0),
-                }
-            } else if let Some(w) = &step.wait {
-                Action::Wait(w.0.clone())
-            } else {
-                continue; // validated: every step has one action
-            };
-            steps.push(StepSpec {
-                index: i,
-                line,
-                action,
-            });
-        }
+        cx.steps(
+            &sc.name,
+            &sc.steps,
+            &plan_path!["scenarios", si],
+            &mut steps,
+        );
         scenarios.push(ScenarioSpec {
             name: sc.name.clone(),
             weight: sc.weight,
@@ -226,6 +551,8 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         target: TargetSpec {
             url: TargetUrl::parse(&plan.target.url),
             sample_rate: rate,
+            speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
+            jitter_buffer: plan.target.jitter_buffer.0,
             connect_timeout: plan.target.connect_timeout.0,
             agent: plan.target.agent.clone(),
         },

@@ -25,9 +25,36 @@ pub const BUILTIN_METRICS: &[&str] = &["connect", "iteration"];
 /// The rate a plan can threshold without recording anything.
 pub const SUCCESS_RATE: &str = "success_rate";
 
+/// The pass rate of all `check` steps.
+pub const CHECKS: &str = "checks";
+
+/// Audio-quality metrics recorded from every reply stream.
+pub const QUALITY_METRICS: &[&str] = &["glitch", "frame_jitter", "reverse_barge_in"];
+
+/// What `expect`/`check` can assert besides an event.
+pub const AUDIO_EXPECTATIONS: &[&str] = &["audio_stops", "audio_resumes", "no_audio"];
+
+/// Visit every step, nested `repeat` bodies included, with its document path.
+pub fn walk_steps<'a>(
+    steps: &'a [model::Step],
+    prefix: &[Seg],
+    f: &mut dyn FnMut(&'a model::Step, &[Seg]),
+) {
+    for (i, step) in steps.iter().enumerate() {
+        let mut path = prefix.to_vec();
+        path.push(Seg::Key("steps".into()));
+        path.push(Seg::Index(i));
+        f(step, &path);
+        if let Some(inner) = &step.steps {
+            walk_steps(inner, &path, f);
+        }
+    }
+}
+
 /// Events a step can `await` (servers may also send their own `type`s).
 pub const KNOWN_EVENTS: &[&str] = &[
     "first_audio",
+    "first_speech",
     "audio",
     "response_start",
     "response_end",
@@ -179,16 +206,32 @@ fn serde_diag(path: &Path, source: &str, line: usize, column: usize, message: St
 /// Every metric name a plan records (built-ins plus `record:` names), in plan order.
 pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
     let mut names: Vec<String> = BUILTIN_METRICS.iter().map(|s| s.to_string()).collect();
-    for sc in &plan.scenarios {
-        for step in &sc.steps {
-            if let Some(r) = &step.record
-                && !names.contains(r)
-            {
-                names.push(r.clone());
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
+            let captured = step.capture.iter().flat_map(|c| c.values());
+            for r in step.record.iter().chain(captured) {
+                if !names.contains(r) {
+                    names.push(r.clone());
+                }
             }
-        }
+        });
     }
+    names.extend(QUALITY_METRICS.iter().map(|s| s.to_string()));
     names
+}
+
+/// Every `mark:` name and implicit mark a plan can refer to with `from:`.
+fn known_marks(plan: &Plan) -> Vec<String> {
+    let mut marks: Vec<String> = KNOWN_EVENTS.iter().map(|s| s.to_string()).collect();
+    marks.extend(["interrupt", "speech_start", "speech_end", "connected"].map(String::from));
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
+            if let Some(m) = step.mark.as_ref().or(step.await_.as_ref()) {
+                marks.push(m.clone());
+            }
+        });
+    }
+    marks
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -256,7 +299,11 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     // load
     let load = &plan.load;
     if load.users.0.is_empty() {
-        errs.push(lp.diag(&plan_path!["load", "users"], "the users sweep is empty", None));
+        errs.push(lp.diag(
+            &plan_path!["load", "users"],
+            "the users sweep is empty",
+            None,
+        ));
     }
     for &n in &load.users.0 {
         if n == 0 || n > 100_000 {
@@ -316,9 +363,14 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                 None,
             ));
         }
-        for (i, step) in sc.steps.iter().enumerate() {
-            validate_step(lp, si, i, step, &mut errs);
-        }
+        let marks = known_marks(plan);
+        walk_steps(
+            &sc.steps,
+            &plan_path!["scenarios", si],
+            &mut |step, path| {
+                validate_step(lp, path, step, &marks, &mut errs);
+            },
+        );
     }
     if !plan.scenarios.is_empty() && total_weight <= 0.0 {
         errs.push(lp.diag(
@@ -332,6 +384,7 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     let metrics = recorded_metrics(plan);
     let mut known: Vec<&str> = metrics.iter().map(String::as_str).collect();
     known.push(SUCCESS_RATE);
+    known.push(CHECKS);
     for (name, exprs) in &plan.thresholds {
         let path = plan_path!["thresholds", name.as_str()];
         if !known.contains(&name.as_str()) {
@@ -349,11 +402,11 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             errs.push(lp.diag(&path, format!("threshold `{name}` has an empty list"), None));
         }
         for e in &exprs.0 {
-            if name == SUCCESS_RATE {
+            if name == SUCCESS_RATE || name == CHECKS {
                 if e.stat.is_some_and(|s| s != Stat::Rate) || e.limit_is_duration {
                     errs.push(lp.diag(
                         &path,
-                        format!("`{SUCCESS_RATE}` is a ratio 0..1: write e.g. `> 0.99`, not `{e}`"),
+                        format!("`{name}` is a ratio 0..1: write e.g. `> 0.99`, not `{e}`"),
                         None,
                     ));
                 }
@@ -381,17 +434,16 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
 
 fn validate_step(
     lp: &LoadedPlan,
-    si: usize,
-    i: usize,
+    path: &[Seg],
     step: &model::Step,
+    marks: &[String],
     errs: &mut Vec<Diagnostic>,
 ) {
-    let path = plan_path!["scenarios", si, "steps", i];
     let actions = step.actions();
     match actions.as_slice() {
         [] => {
             errs.push(lp.diag(
-                &path,
+                path,
                 "this step has no action",
                 Some(format!(
                     "a step needs exactly one of: {}",
@@ -403,7 +455,7 @@ fn validate_step(
         [_] => {}
         many => {
             errs.push(lp.diag(
-                &path,
+                path,
                 format!(
                     "this step has {} actions ({}): one action per step",
                     many.len(),
@@ -420,18 +472,30 @@ fn validate_step(
         p.push(Seg::Key(key.into()));
         p
     };
-    if action != "await" {
-        for (key, present) in [
-            ("record", step.record.is_some()),
-            ("timeout", step.timeout.is_some()),
-        ] {
-            if present {
-                errs.push(lp.diag(
-                    &with(key),
-                    format!("`{key}` applies to `await` steps, not `{action}`"),
-                    None,
-                ));
-            }
+    // Which modifiers go with which action.
+    let allowed: &[&str] = match action {
+        "await" => &["record", "from", "timeout", "capture"],
+        "expect" => &["record", "from", "within", "where", "capture"],
+        "check" => &["record", "from", "within", "where", "capture", "name"],
+        "repeat" => &["steps"],
+        _ => &[],
+    };
+    for (key, present) in [
+        ("record", step.record.is_some()),
+        ("from", step.from.is_some()),
+        ("timeout", step.timeout.is_some()),
+        ("within", step.within.is_some()),
+        ("where", step.where_.is_some()),
+        ("capture", step.capture.is_some()),
+        ("name", step.name.is_some()),
+        ("steps", step.steps.is_some()),
+    ] {
+        if present && !allowed.contains(&key) {
+            errs.push(lp.diag(
+                &with(key),
+                format!("`{key}` does not apply to `{action}` steps"),
+                (!allowed.is_empty()).then(|| format!("`{action}` takes: {}", allowed.join(", "))),
+            ));
         }
     }
     if let Some(name) = &step.send
@@ -451,49 +515,162 @@ fn validate_step(
             Some(hint),
         ));
     }
-    if let Some(event) = &step.await_ {
+    for (key, event) in [
+        ("await", &step.await_),
+        ("expect", &step.expect),
+        ("check", &step.check),
+    ] {
+        let Some(event) = event else { continue };
         // Servers may send their own types, so unknown names are allowed, but a near miss of a
         // known name is almost certainly a typo that would otherwise hang until the timeout.
-        if !KNOWN_EVENTS.contains(&event.as_str())
-            && let Some(s) = did_you_mean(event, KNOWN_EVENTS)
+        let mut names: Vec<&str> = KNOWN_EVENTS.to_vec();
+        if key != "await" {
+            names.extend(AUDIO_EXPECTATIONS);
+        }
+        if !names.contains(&event.as_str())
+            && let Some(s) = did_you_mean(event, &names)
         {
             errs.push(lp.diag(
-                &with("await"),
+                &with(key),
                 format!("unknown event `{event}`"),
                 Some(format!("did you mean `{s}`?")),
             ));
         }
+        if key != "await" && AUDIO_EXPECTATIONS.contains(&event.as_str()) && step.where_.is_some() {
+            errs.push(lp.diag(
+                &with("where"),
+                format!("`where` applies to events, not `{event}`"),
+                None,
+            ));
+        }
     }
-    if let Some(name) = &step.record {
+    if let Some(from) = &step.from
+        && !marks.contains(from)
+    {
+        let names: Vec<&str> = marks.iter().map(String::as_str).collect();
+        errs.push(lp.diag(
+            &with("from"),
+            format!("`from: {from}` names no mark or event of this plan"),
+            did_you_mean(from, &names).map(|s| format!("did you mean `{s}`?")),
+        ));
+    }
+    let metric_names = step.record.iter().map(|r| ("record", r)).chain(
+        step.capture
+            .iter()
+            .flat_map(|c| c.values().map(|v| ("capture", v))),
+    );
+    for (key, name) in metric_names {
         if !is_identifier(name) {
             errs.push(lp.diag(
-                &with("record"),
+                &with(key),
                 format!("metric name `{name}` must be lowercase letters, digits and `_`"),
                 None,
             ));
-        } else if name == SUCCESS_RATE {
+        } else if name == SUCCESS_RATE || name == CHECKS {
+            errs.push(lp.diag(&with(key), format!("`{name}` is reserved"), None));
+        }
+    }
+    if let Some(mark) = &step.mark
+        && !is_identifier(mark)
+    {
+        errs.push(lp.diag(
+            &with("mark"),
+            format!("mark name `{mark}` must be lowercase letters, digits and `_`"),
+            None,
+        ));
+    }
+    if let Some(n) = step.repeat {
+        if n == 0 || n > 10_000 {
             errs.push(lp.diag(
-                &with("record"),
-                format!("`{SUCCESS_RATE}` is reserved"),
+                &with("repeat"),
+                format!("repeat must be 1..=10000, found {n}"),
+                None,
+            ));
+        }
+        if step.steps.as_ref().is_none_or(|s| s.is_empty()) {
+            errs.push(lp.diag(
+                &with("repeat"),
+                "`repeat` needs a non-empty `steps` list",
                 None,
             ));
         }
     }
     if let Some(audio) = &step.send_audio {
-        if let Some(frame) = audio.frame
-            && !(std::time::Duration::from_millis(10)..=std::time::Duration::from_millis(100))
-                .contains(&frame.0)
-        {
-            errs.push(lp.diag(&with("send_audio"), "frame must be 10ms..100ms", None));
-        }
-        let file = lp.resolve(&audio.file);
-        if !file.is_file() {
+        validate_audio(lp, &with("send_audio"), audio, errs);
+    }
+    if let Some(i) = &step.interrupt
+        && let Some(audio) = &i.audio
+    {
+        let mut p = with("interrupt");
+        p.push(Seg::Key("audio".into()));
+        validate_audio(lp, &p, audio, errs);
+    }
+}
+
+fn validate_audio(
+    lp: &LoadedPlan,
+    path: &[Seg],
+    audio: &model::AudioSpec,
+    errs: &mut Vec<Diagnostic>,
+) {
+    let t = audio.table();
+    let sources = t.sources();
+    if sources.len() != 1 {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "audio needs exactly one source of file, silence, tone, noise; found {}",
+                if sources.is_empty() {
+                    "none".to_string()
+                } else {
+                    sources.join(", ")
+                }
+            ),
+            None,
+        ));
+        return;
+    }
+    let ms = std::time::Duration::from_millis;
+    if let Some(frame) = t.frame
+        && !(ms(10)..=ms(100)).contains(&frame.0)
+    {
+        errs.push(lp.diag(path, "frame must be 10ms..100ms", None));
+    }
+    for d in [t.silence, t.tone, t.noise].into_iter().flatten() {
+        if d.0.is_zero() || d.0 > ms(600_000) {
             errs.push(lp.diag(
-                &with("send_audio"),
+                path,
+                "generated audio must be longer than 0 and at most 10m",
+                None,
+            ));
+        }
+    }
+    if let Some(level) = t.level
+        && !(-120.0..=0.0).contains(&level)
+    {
+        errs.push(lp.diag(
+            path,
+            format!("level is in dBFS: -120..0, found {level}"),
+            None,
+        ));
+    }
+    if let Some(freq) = t.freq
+        && !(20.0..=f64::from(lp.plan.target.sample_rate) / 2.0).contains(&freq)
+    {
+        errs.push(lp.diag(
+            path,
+            format!("freq {freq} Hz is outside 20 Hz..Nyquist"),
+            None,
+        ));
+    }
+    if let Some(file) = &t.file {
+        let resolved = lp.resolve(file);
+        if !resolved.is_file() {
+            errs.push(lp.diag(
+                path,
                 format!(
-                    "audio file `{}` not found (looked at {})",
-                    audio.file,
-                    file.display()
+                    "audio file `{file}` not found (looked at {})",
+                    resolved.display()
                 ),
                 Some(
                     "paths are relative to the plan file's folder or the working directory".into(),

@@ -172,9 +172,24 @@ pub struct Target {
     /// Give up connecting after this long (counted as a `connect_error`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
+    /// Reply audio at or above this RMS level (dBFS) counts as speech (`first_speech`, audio
+    /// stops/resumes); quieter chunks (bots often stream silence first) only as audio.
+    #[serde(default = "default_speech_threshold")]
+    pub speech_threshold_dbfs: f64,
+    /// Client playout buffer used to judge glitches (a reply chunk arriving after the audio
+    /// already received has finished playing).
+    #[serde(default = "default_jitter_buffer")]
+    pub jitter_buffer: Dur,
     /// Settings of the built-in agent (used when `url: builtin`).
     #[serde(default)]
     pub agent: AgentSpec,
+}
+
+fn default_speech_threshold() -> f64 {
+    -50.0
+}
+fn default_jitter_buffer() -> Dur {
+    Dur(Duration::from_millis(60))
 }
 
 fn default_sample_rate() -> u32 {
@@ -304,30 +319,72 @@ fn default_weight() -> f64 {
     1.0
 }
 
-/// One step: exactly one action key (`send_audio`, `send`, `await`, `wait`) plus modifiers.
+/// One step: exactly one action key plus its modifiers, in the same map.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(transform = exactly_one_action)]
 pub struct Step {
-    /// Stream audio to the agent, paced in real time: a WAV path, or `{file: …, frame: 20ms}`.
+    /// Stream audio to the agent: a WAV path, or a table (`file`, `silence`, `tone` or `noise`,
+    /// with `frame`, `pacing`, `trailing_silence`, `level`, `freq`).
     pub send_audio: Option<AudioSpec>,
     /// Send a control message: `speech_start`, `speech_end` or `interrupt`.
     pub send: Option<String>,
-    /// Wait for an inbound event: `first_audio`, `audio`, `response_start`, `response_end`,
-    /// `transcript`, `interrupted`, `resumed`, `tool_call`, `metrics`, `error`, or any other
-    /// `type` the server sends.
+    /// Wait for an inbound event: `first_audio`, `first_speech`, `audio`, `response_start`,
+    /// `response_end`, `transcript`, `interrupted`, `resumed`, `tool_call`, `metrics`, `error`,
+    /// or any other `type` the server sends. Earlier events of other kinds are skipped.
     #[serde(rename = "await")]
     pub await_: Option<String>,
     /// Pause (while still receiving).
     pub wait: Option<Jitter>,
-    /// (`await`) record the latency from the user's end of speech (or `from`) under this name.
+    /// Barge in: after `after` (measured from the bot's first audio of this turn) send
+    /// `speech_start` and the barge-in `audio`, then `speech_end`.
+    pub interrupt: Option<InterruptSpec>,
+    /// Assert, failing the iteration when it does not hold: `audio_stops` (within `within` of
+    /// the interruption), `audio_resumes` (within `within` after the user's last speech),
+    /// `no_audio` (for `within`), or an event name: the next event must be that one and match
+    /// `where`.
+    pub expect: Option<String>,
+    /// Like `expect` but non-fatal: counted as passed/failed (threshold `checks: rate > 0.99`).
+    pub check: Option<String>,
+    /// Remember this instant under a name, for `from:`.
+    pub mark: Option<String>,
+    /// Run the nested `steps` this many times.
+    pub repeat: Option<u32>,
+
+    /// (`await`, `expect`, `check`) record the latency under this metric name.
     pub record: Option<String>,
+    /// (`await`, `expect`, `check`) measure from this mark or event instead of the user's end
+    /// of speech (`interrupt` for the barge-in instant, a `mark:` name, or an awaited event).
+    pub from: Option<String>,
     /// (`await`) give up after this long (default 10s).
     pub timeout: Option<Dur>,
+    /// (`expect`, `check`) the time allowed (default 10s for events, 1s otherwise).
+    pub within: Option<Dur>,
+    /// (`expect`/`check` of an event) conditions on the event's JSON fields: `field: value`
+    /// (equality) or `field: {contains|equals|gt|gte|lt|lte: value}`; dotted paths allowed.
+    #[serde(rename = "where")]
+    pub where_: Option<BTreeMap<String, serde_json::Value>>,
+    /// (`await`, `expect`, `check` of a JSON event) record numeric fields as metrics:
+    /// `{json_field: metric_name}`; values are taken as milliseconds.
+    pub capture: Option<BTreeMap<String, String>>,
+    /// (`check`) the name this check is counted under (default: scenario and step).
+    pub name: Option<String>,
+    /// (`repeat`) the steps to repeat.
+    pub steps: Option<Vec<Step>>,
 }
 
 /// The action keys of a step, in the order the schema lists them.
-pub const STEP_ACTIONS: &[&str] = &["send_audio", "send", "await", "wait"];
+pub const STEP_ACTIONS: &[&str] = &[
+    "send_audio",
+    "send",
+    "await",
+    "wait",
+    "interrupt",
+    "expect",
+    "check",
+    "mark",
+    "repeat",
+];
 
 impl Step {
     /// The action keys present (valid steps have exactly one).
@@ -337,6 +394,11 @@ impl Step {
             self.send.is_some(),
             self.await_.is_some(),
             self.wait.is_some(),
+            self.interrupt.is_some(),
+            self.expect.is_some(),
+            self.check.is_some(),
+            self.mark.is_some(),
+            self.repeat.is_some(),
         ];
         STEP_ACTIONS
             .iter()
@@ -354,23 +416,100 @@ fn exactly_one_action(schema: &mut Schema) {
     schema.insert("oneOf".into(), one_of.into());
 }
 
-/// Audio to send: a WAV path or a table with options.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+/// Barge-in settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AudioSpec {
+pub struct InterruptSpec {
+    /// Delay after the bot's first audio chunk of this turn (jitter; default 0).
+    pub after: Option<Jitter>,
+    /// What the user says over the bot (default: `speech_start` only, no audio).
+    pub audio: Option<AudioSpec>,
+    /// Send `{"type":"interrupt"}` instead of `speech_start` (default false).
+    #[serde(default)]
+    pub explicit: bool,
+    /// Send `speech_end` after the barge-in audio (default true), so the agent answers it.
+    pub speech_end: Option<bool>,
+}
+
+/// Real-time (default) or as fast as possible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pacing {
+    /// One frame per frame duration, against an absolute schedule.
+    #[default]
+    Realtime,
+    /// All frames back to back (upload-style servers).
+    Burst,
+}
+
+/// Audio to send: a WAV path, or a table with exactly one source (`file`, `silence`, `tone`,
+/// `noise`) and options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AudioTable {
     /// WAV file, relative to the plan file.
-    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Digital silence of this length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Dur>,
+    /// A sine tone of this length (`freq`, `level`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tone: Option<Dur>,
+    /// White noise of this length (`level`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<Dur>,
+    /// Tone frequency in Hz (default 440).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freq: Option<f64>,
+    /// Tone/noise RMS level in dBFS (default -20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<f64>,
     /// Frame size (10ms..100ms; default 20ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame: Option<Dur>,
+    /// `realtime` (default) or `burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<Pacing>,
+    /// Silence appended after the source (the user has stopped speaking but the mic is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trailing_silence: Option<Dur>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AudioSpecTable {
-    file: String,
-    #[serde(default)]
-    frame: Option<Dur>,
+impl AudioTable {
+    /// The source keys present (valid tables have exactly one).
+    pub fn sources(&self) -> Vec<&'static str> {
+        [
+            ("file", self.file.is_some()),
+            ("silence", self.silence.is_some()),
+            ("tone", self.tone.is_some()),
+            ("noise", self.noise.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, p)| p.then_some(n))
+        .collect()
+    }
+}
+
+/// `send_audio: path.wav` or `send_audio: {…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(untagged)]
+pub enum AudioSpec {
+    /// A WAV path, relative to the plan file.
+    Path(String),
+    Table(AudioTable),
+}
+
+impl AudioSpec {
+    pub fn table(&self) -> AudioTable {
+        match self {
+            AudioSpec::Path(p) => AudioTable {
+                file: Some(p.clone()),
+                ..AudioTable::default()
+            },
+            AudioSpec::Table(t) => t.clone(),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for AudioSpec {
@@ -379,20 +518,14 @@ impl<'de> Deserialize<'de> for AudioSpec {
         impl<'de> Visitor<'de> for V {
             type Value = AudioSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a WAV path or a table with `file`")
+                f.write_str("a WAV path or a table with `file`, `silence`, `tone` or `noise`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<AudioSpec, E> {
-                Ok(AudioSpec {
-                    file: v.to_string(),
-                    frame: None,
-                })
+                Ok(AudioSpec::Path(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AudioSpec, A::Error> {
-                let t = AudioSpecTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(AudioSpec {
-                    file: t.file,
-                    frame: t.frame,
-                })
+                AudioTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(AudioSpec::Table)
             }
         }
         d.deserialize_any(V)
@@ -409,6 +542,11 @@ pub struct ReportSpec {
     /// Parent folder of report folders (default `reports`).
     #[serde(default)]
     pub dir: Option<String>,
+    /// Templates that replace a built-in report of the same output name (`summary.md`,
+    /// `report.html`) or add a new output: output file name → template path (relative to the
+    /// plan's folder). Names ending in `.html`/`.xml` are HTML-escaped automatically.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
 }
 
 impl Default for ReportSpec {
@@ -416,12 +554,13 @@ impl Default for ReportSpec {
         ReportSpec {
             formats: default_formats(),
             dir: None,
+            templates: BTreeMap::new(),
         }
     }
 }
 
 fn default_formats() -> Vec<ReportFormat> {
-    vec![ReportFormat::Md, ReportFormat::Json]
+    ReportFormat::ALL.to_vec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -429,6 +568,23 @@ fn default_formats() -> Vec<ReportFormat> {
 pub enum ReportFormat {
     /// `summary.md`
     Md,
-    /// `metrics.json`
+    /// `metrics.json` (with the HDR histograms) and `run.json` (timeline and resource samples)
     Json,
+    /// `report.html`: one self-contained page with charts
+    Html,
+    /// `timeline.csv`: one row per event
+    Csv,
+    /// `junit.xml`: one test case per threshold and per scenario
+    Junit,
+}
+
+impl ReportFormat {
+    /// Every format, in the order they are written.
+    pub const ALL: [ReportFormat; 5] = [
+        ReportFormat::Md,
+        ReportFormat::Json,
+        ReportFormat::Html,
+        ReportFormat::Csv,
+        ReportFormat::Junit,
+    ];
 }

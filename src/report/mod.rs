@@ -1,12 +1,24 @@
-//! Reports: the JSON result is the contract ([`RunReport`]); Markdown and the console summary are
-//! rendered from it.
+//! Reports: the JSON result is the contract ([`RunReport`], `metrics.json`); with the timeline
+//! and resource samples (`run.json`, [`RunData`]) it is the context every other output is
+//! rendered from — Markdown and HTML templates, `timeline.csv`, `junit.xml` — at the end of a
+//! run or later by `planrun report`.
+
+pub mod charts;
+pub mod compare;
+pub mod hist;
+mod html;
+pub mod junit;
+pub mod sweep;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, value::Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub use timeline::RunData;
 
 use crate::engine::RunOutcome;
 use crate::metrics::{IterationCounts, MetricStats};
@@ -18,7 +30,7 @@ use crate::thresholds::ThresholdResult;
 const FAILURE_SAMPLES: usize = 20;
 
 /// Statistics of one metric; all fields but `count` are null when it got no samples.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MetricReport {
     pub count: u64,
     pub min_ms: Option<f64>,
@@ -58,22 +70,52 @@ impl From<Option<MetricStats>> for MetricReport {
 }
 
 /// One failed iteration, for the report's failure list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FailureSample {
     pub user: u32,
     pub iteration: u64,
     pub scenario: String,
-    pub class: &'static str,
+    pub class: String,
     pub step: String,
     pub message: String,
 }
 
 /// The load generator's own health.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GeneratorHealth {
     pub send_lag_p50_ms: Option<f64>,
     pub send_lag_p99_ms: Option<f64>,
     pub send_lag_max_ms: Option<f64>,
+    /// Highest CPU use of the planrun process (percent of one core), when sampled.
+    pub cpu_max_pct: Option<f64>,
+    /// Highest resident memory of the planrun process (MiB), when sampled.
+    pub rss_max_mb: Option<f64>,
+}
+
+/// Where the run happened.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunEnvironment {
+    pub planrun_version: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+}
+
+impl RunEnvironment {
+    pub fn current() -> Self {
+        RunEnvironment {
+            planrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            os: sysinfo::System::long_os_version()
+                .unwrap_or_else(|| std::env::consts::OS.to_string()),
+            arch: std::env::consts::ARCH.to_string(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 /// The run's result: written as `metrics.json`, and the context of every template.
@@ -101,6 +143,11 @@ pub struct RunReport {
     pub thresholds: Vec<ThresholdResult>,
     pub failures: Vec<FailureSample>,
     pub generator: GeneratorHealth,
+    /// planrun version, host, OS, CPUs.
+    pub environment: RunEnvironment,
+    /// Per metric, its HDR histogram (µs, 3 significant figures) serialized V2 + deflate and
+    /// base64-encoded: exact, mergeable, and what `planrun compare` tests.
+    pub histograms: BTreeMap<String, String>,
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -131,7 +178,7 @@ impl RunReport {
                     user: r.user,
                     iteration: r.iteration,
                     scenario: r.scenario.clone(),
-                    class: f.class.as_str(),
+                    class: f.class.as_str().to_string(),
                     step: f.step.clone(),
                     message: f.message.replace(['\n', '\r'], " "),
                 })
@@ -167,32 +214,358 @@ impl RunReport {
                 send_lag_p50_ms: lag_ms(0.5),
                 send_lag_p99_ms: lag_ms(0.99),
                 send_lag_max_ms: lag.map(|h| h.max() as f64 / 1000.0),
+                cpu_max_pct: None,
+                rss_max_mb: None,
             },
+            environment: RunEnvironment::current(),
+            histograms: s
+                .recorder
+                .histograms
+                .iter()
+                .filter(|(_, h)| !h.is_empty())
+                .filter_map(|(n, h)| Some((n.clone(), hist::encode(h)?)))
+                .collect(),
         }
+    }
+
+    /// Note the generator's peak resource use.
+    pub fn with_resources(mut self, r: Option<&crate::resources::ResourceSeries>) -> Self {
+        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        self.generator.cpu_max_pct = r.and_then(|r| r.max_cpu_pct()).map(round1);
+        self.generator.rss_max_mb = r.and_then(|r| r.max_rss_mb()).map(round1);
+        self
     }
 }
 
-/// Built-in templates: (output file, template source).
-const BUILTIN_TEMPLATES: &[(&str, &str)] =
-    &[("summary.md", include_str!("templates/summary.md.j2"))];
+/// Iteration counts as read back from `metrics.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Counts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
 
-/// Render a template with the report as its context.
-pub fn render_template(name: &str, source: &str, report: &RunReport) -> Result<String, String> {
+/// A threshold verdict as read back from `metrics.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ThresholdView {
+    pub metric: String,
+    pub expression: String,
+    pub observed: Option<f64>,
+    pub passed: bool,
+    pub observed_text: String,
+}
+
+/// `metrics.json` read back (leniently: missing fields take defaults), for rendering,
+/// comparing and re-rendering.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportView {
+    pub plan: String,
+    pub description: Option<String>,
+    pub plan_file: String,
+    pub passed: bool,
+    pub aborted: bool,
+    pub target: String,
+    pub started_at: String,
+    pub elapsed_s: f64,
+    pub users: u32,
+    pub seed: u64,
+    pub iterations: Counts,
+    pub aborted_iterations: u64,
+    pub success_rate: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+    pub scenarios: BTreeMap<String, Counts>,
+    pub metrics: BTreeMap<String, MetricReport>,
+    pub metric_order: Vec<String>,
+    pub thresholds: Vec<ThresholdView>,
+    pub failures: Vec<FailureSample>,
+    pub generator: GeneratorHealth,
+    pub environment: RunEnvironment,
+    pub histograms: BTreeMap<String, String>,
+}
+
+impl ReportView {
+    /// Metric names in report order (`metric_order`, then any others).
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names = self.metric_order.clone();
+        for k in self.metrics.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        names
+    }
+
+    /// The decoded histogram of a metric, when stored.
+    pub fn histogram(&self, metric: &str) -> Option<hdrhistogram::Histogram<u64>> {
+        self.histograms
+            .get(metric)
+            .and_then(|t| hist::decode(t).ok())
+    }
+}
+
+/// Everything a report is rendered from: `metrics.json` (as JSON, for templates, and typed)
+/// and `run.json`.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    pub report: serde_json::Value,
+    pub view: ReportView,
+    pub run: RunData,
+}
+
+impl RunFiles {
+    /// From a run that just finished.
+    pub fn new(report: &RunReport, run: RunData) -> Result<Self, String> {
+        let json = serde_json::to_value(report).map_err(|e| format!("metrics.json: {e}"))?;
+        Self::from_json(json, run)
+    }
+
+    fn from_json(report: serde_json::Value, run: RunData) -> Result<Self, String> {
+        let view = ReportView::deserialize(&report).map_err(|e| format!("metrics.json: {e}"))?;
+        Ok(RunFiles { report, view, run })
+    }
+
+    /// Read `metrics{suffix}.json` and `run{suffix}.json` (optional) from a run folder.
+    pub fn load(dir: &Path, suffix: &str) -> Result<Self, String> {
+        let read = |name: &str| -> Result<Option<String>, String> {
+            let path = dir.join(output_name(name, suffix));
+            match std::fs::read_to_string(&path) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            }
+        };
+        let metrics_name = output_name("metrics.json", suffix);
+        let Some(text) = read("metrics.json")? else {
+            return Err(format!("{} has no {metrics_name}", dir.display()));
+        };
+        let report: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: {e}", dir.join(&metrics_name).display()))?;
+        let run = match read("run.json")? {
+            Some(t) => serde_json::from_str(&t).map_err(|e| {
+                format!(
+                    "{}: {e}",
+                    dir.join(output_name("run.json", suffix)).display()
+                )
+            })?,
+            None => RunData::default(),
+        };
+        Self::from_json(report, run)
+    }
+}
+
+/// `summary.md` + `_5_users` → `summary_5_users.md`.
+pub fn output_name(name: &str, suffix: &str) -> String {
+    if suffix.is_empty() {
+        return name.to_string();
+    }
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{}{suffix}{}", &name[..i], &name[i..]),
+        _ => format!("{name}{suffix}"),
+    }
+}
+
+/// Built-in templates: (output file, format that selects it, template source).
+pub const BUILTIN_TEMPLATES: &[(&str, ReportFormat, &str)] = &[
+    (
+        "summary.md",
+        ReportFormat::Md,
+        include_str!("templates/summary.md.j2"),
+    ),
+    (
+        "report.html",
+        ReportFormat::Html,
+        include_str!("templates/report.html.j2"),
+    ),
+];
+
+fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Output names choose escaping: `.html`, `.htm`, `.xml` (also with `.j2`) are HTML-escaped.
+    env.set_auto_escape_callback(minijinja::default_auto_escape_callback);
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
+        .keep_trailing_newline(true)
         .build()
     {
         env.set_syntax(syntax);
     }
-    env.add_template(name, source)
+    env
+}
+
+/// Check a template's syntax (before a run, so a broken template stops it early).
+pub fn check_template(name: &str, source: &str) -> Result<(), String> {
+    let mut env = environment();
+    env.add_template_owned(name.to_string(), source.to_string())
+        .map_err(|e| format!("template {name}: {e}"))
+}
+
+/// Render a template with any serializable context.
+pub fn render_with<S: Serialize>(name: &str, source: &str, ctx: &S) -> Result<String, String> {
+    render_value(name, source, ser(ctx))
+}
+
+/// Render a template with the report as its context.
+pub fn render_template(name: &str, source: &str, report: &RunReport) -> Result<String, String> {
+    render_with(name, source, report)
+}
+
+fn render_value(name: &str, source: &str, ctx: Value) -> Result<String, String> {
+    let mut env = environment();
+    env.add_template_owned(name.to_string(), source.to_string())
         .map_err(|e| format!("template {name}: {e}"))?;
     let tmpl = env
         .get_template(name)
         .map_err(|e| format!("template {name}: {e}"))?;
-    tmpl.render(Value::from(minijinja::value::Serde(report)))
-        .map_err(|e| format!("template {name}: {e}"))
+    tmpl.render(ctx)
+        .map_err(|e| format!("template {name}: {e:#}"))
+}
+
+/// The full template context: every field of `metrics.json` at the top level, plus `timeline`
+/// (iterations with markers and samples), `events` (the rows of `timeline.csv`), `resources`
+/// and `charts` (inline SVG and chart notes; see the README).
+pub fn template_context(files: &RunFiles) -> Value {
+    let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+    // Defaults for anything an older or hand-written metrics.json lacks, then every field as
+    // written (including ones this version does not know).
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&files.view) {
+        for (k, v) in map {
+            ctx.insert(k, ser(v));
+        }
+    }
+    if let serde_json::Value::Object(map) = &files.report {
+        for (k, v) in map {
+            ctx.insert(k.clone(), ser(v));
+        }
+    }
+    ctx.insert("timeline".into(), ser(&files.run.iterations));
+    ctx.insert(
+        "events".into(),
+        ser(timeline::events(&files.run.iterations)),
+    );
+    ctx.insert("resources".into(), ser(&files.run.resources));
+    ctx.insert("charts".into(), html::charts(&files.view, &files.run));
+    Value::from(ctx)
+}
+
+/// Read template files: `(output name, path)`; checks each one's syntax.
+pub fn load_templates(pairs: &[(String, PathBuf)]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (name, path) in pairs {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(format!(
+                "template output name `{name}` must be a plain file name like `custom.md`"
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read template {}: {e}", path.display()))?;
+        check_template(name, &text)?;
+        out.insert(name.clone(), text);
+    }
+    Ok(out)
+}
+
+/// What to write.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub formats: Vec<ReportFormat>,
+    /// Output name → template source; replaces a built-in of that name or adds an output.
+    pub templates: BTreeMap<String, String>,
+    /// Write `metrics.json`/`run.json` (false when re-rendering them from disk).
+    pub write_data: bool,
+}
+
+/// Write the report files of one run to `out`, every name with `suffix` (e.g. `_5_users`)
+/// before its extension; returns the paths written.
+pub fn write_outputs(
+    files: &RunFiles,
+    outputs: &Outputs,
+    out: &Path,
+    suffix: &str,
+) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, body: &str| -> Result<(), String> {
+        let path = out.join(output_name(name, suffix));
+        std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    let has = |f: ReportFormat| outputs.formats.contains(&f);
+    if has(ReportFormat::Json) && outputs.write_data {
+        let json = serde_json::to_string_pretty(&files.report)
+            .map_err(|e| format!("metrics.json: {e}"))?;
+        put("metrics.json", &(json + "\n"))?;
+        let run = serde_json::to_string(&files.run).map_err(|e| format!("run.json: {e}"))?;
+        put("run.json", &(run + "\n"))?;
+    }
+    if has(ReportFormat::Csv) {
+        put("timeline.csv", &timeline::csv(&files.run.iterations)?)?;
+    }
+    if has(ReportFormat::Junit) {
+        put("junit.xml", &junit::render(&files.view)?)?;
+    }
+    let mut jobs: Vec<(&str, &str)> = Vec::new();
+    for (name, format, source) in BUILTIN_TEMPLATES {
+        if let Some(custom) = outputs.templates.get(*name) {
+            jobs.push((name, custom));
+        } else if has(*format) {
+            jobs.push((name, source));
+        }
+    }
+    for (name, source) in &outputs.templates {
+        if !BUILTIN_TEMPLATES.iter().any(|b| b.0 == name) {
+            jobs.push((name, source));
+        }
+    }
+    if !jobs.is_empty() {
+        let ctx = template_context(files);
+        for (name, source) in jobs {
+            put(name, &render_value(name, source, ctx.clone())?)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Write the report files of a run that just finished (the metrics.json contract, `run.json`,
+/// and every selected format); the original entry point, kept for callers.
+pub fn write(
+    report: &RunReport,
+    formats: &[ReportFormat],
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let files = RunFiles::new(report, RunData::default())?;
+    let outputs = Outputs {
+        formats: formats.to_vec(),
+        templates: BTreeMap::new(),
+        write_data: true,
+    };
+    write_outputs(&files, &outputs, out, "")
+}
+
+/// The suffixes of the runs saved in a folder: `""` for `metrics.json`, `_5_users` for
+/// `metrics_5_users.json`, … (sorted by user count).
+pub fn saved_runs(dir: &Path) -> Result<Vec<String>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut out: Vec<(u64, String)> = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == "metrics.json" {
+            out.push((0, String::new()));
+        } else if let Some(n) = name
+            .strip_prefix("metrics_")
+            .and_then(|r| r.strip_suffix("_users.json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push((n, format!("_{n}_users")));
+        }
+    }
+    out.sort();
+    Ok(out.into_iter().map(|(_, s)| s).collect())
 }
 
 /// The default report folder: `<dir>/<plan name>-<UTC timestamp>/`.
@@ -222,35 +595,24 @@ pub fn default_out_dir(plan: &CompiledPlan, started: std::time::SystemTime) -> P
     Path::new(&dir).join(format!("{safe}-{stamp}"))
 }
 
-/// Write the report files; returns the paths written.
-pub fn write(
-    report: &RunReport,
-    formats: &[ReportFormat],
-    out: &Path,
-) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let mut written = Vec::new();
-    let mut put = |name: &str, body: String| -> Result<(), String> {
-        let path = out.join(name);
-        std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        written.push(path);
-        Ok(())
-    };
-    if formats.contains(&ReportFormat::Json) {
-        let json =
-            serde_json::to_string_pretty(report).map_err(|e| format!("metrics.json: {e}"))?;
-        put("metrics.json", json + "\n")?;
-    }
-    if formats.contains(&ReportFormat::Md) {
-        for (name, source) in BUILTIN_TEMPLATES {
-            put(name, render_template(name, source, report)?)?;
-        }
-    }
-    Ok(written)
-}
-
 /// The console summary (plain text; no colour so it reads the same in CI logs).
 pub fn console_summary(report: &RunReport, w: &mut dyn Write) -> std::io::Result<()> {
+    console_summary_color(report, w, false)
+}
+
+/// The console summary, with PASS/FAIL in colour when `color` (a terminal without NO_COLOR).
+pub fn console_summary_color(
+    report: &RunReport,
+    w: &mut dyn Write,
+    color: bool,
+) -> std::io::Result<()> {
+    let paint = |text: &str, code: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
     let it = &report.iterations;
     writeln!(w)?;
     writeln!(
@@ -326,7 +688,11 @@ pub fn console_summary(report: &RunReport, w: &mut dyn Write) -> std::io::Result
             writeln!(
                 w,
                 "  {} {} {}  (observed {})",
-                if t.passed { "PASS" } else { "FAIL" },
+                if t.passed {
+                    paint("PASS", "32")
+                } else {
+                    paint("FAIL", "1;31")
+                },
                 t.metric,
                 t.expression,
                 t.observed_text
@@ -343,15 +709,26 @@ pub fn console_summary(report: &RunReport, w: &mut dyn Write) -> std::io::Result
     if report.aborted {
         writeln!(w, "STOPPED before the end: results are partial")?;
     } else if failed.is_empty() {
-        writeln!(w, "PASSED: all {} thresholds met", report.thresholds.len())?;
+        writeln!(
+            w,
+            "{}: all {} thresholds met",
+            paint("PASSED", "1;32"),
+            report.thresholds.len()
+        )?;
     } else {
         writeln!(
             w,
-            "FAILED: {} of {} thresholds not met: {}",
+            "{}: {} of {} thresholds not met: {}",
+            paint("FAILED", "1;31"),
             failed.len(),
             report.thresholds.len(),
             failed.join("; ")
         )?;
     }
     Ok(())
+}
+
+/// Any serializable value as a template value.
+fn ser<S: Serialize>(x: S) -> Value {
+    Value::from(minijinja::value::Serde(x))
 }

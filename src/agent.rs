@@ -1,0 +1,304 @@
+//! The built-in reference voice agent: a WebSocket server speaking the raw protocol
+//! (see [`crate::protocol`]).
+//!
+//! It behaves like a real voice pipeline with configurable, seeded latencies:
+//!
+//! - **Turn detection.** Incoming binary frames are PCM16 LE mono audio. An energy VAD
+//!   (per 20 ms window, [`frame_dbfs`] against `vad_threshold_dbfs`) opens an utterance on
+//!   speech and ends it after `vad_hangover` of non-speech *audio*, or after `vad_hangover` of
+//!   wall time with no frames at all (after speech, or after any audio following an explicit
+//!   `speech_start`). Explicit `speech_start` / `speech_end` work too;
+//!   a `speech_end` for an utterance the VAD already ended does not start a second turn, and a
+//!   bare `speech_end` (no utterance open, agent idle) turns the audio since the last utterance
+//!   into one.
+//! - **Turn.** `asr_latency` → `transcript` → optionally `tool_call` + `tool_latency` →
+//!   `llm_latency + tts_latency` → `response_start`, reply audio paced in real time against an
+//!   absolute schedule (`leading_silence` of zeros, then a 220 Hz tone, peak -12 dBFS, for
+//!   `reply_duration`), `metrics` right after the first frame → `response_end` when the last
+//!   frame has played out.
+//! - **Barge-in.** Speech (VAD, `speech_start` or `interrupt`) during a reply stops the audio
+//!   after `barge_in_delay`. An explicit `interrupt` or `min_speech` of speech makes it real:
+//!   `interrupted`, the rest of the reply is dropped, and the speech becomes the next turn when
+//!   it ends. Speech ending before `min_speech` is a false alarm: after `resume_delay`,
+//!   `resumed`, and the reply continues where it stopped. Speech reaching `min_speech` while
+//!   the agent is still thinking cancels the pending answer.
+//! - **Faults** (per turn): `drop` closes the socket mid-reply without a close frame, `stall`
+//!   pauses the audio for `stall_for` mid-reply, `malformed` sends one control message
+//!   (transcript, response_start or response_end) as broken JSON.
+//!
+//! The optional `text` of `{"type":"speech_end","text":"…"}` stands in for real ASR: it is the
+//! transcript, and it is matched (case-insensitively) against `tool_keywords`.
+//!
+//! Each connection is a tokio task with a single writer task behind a bounded channel; a client
+//! that stops reading is disconnected rather than buffered without bound.
+
+mod session;
+mod vad;
+mod voice;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::dist::Dist;
+
+pub use vad::frame_dbfs;
+
+/// How long [`AgentHandle::shutdown`] waits for connections to close before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Behaviour of the reference agent. Every latency is a [`Dist`], drawn per turn from a
+/// per-connection RNG seeded from (`seed`, connection number).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Sample rate of incoming and reply audio (PCM16 LE mono).
+    pub sample_rate: u32,
+    /// Reply frame size.
+    pub frame: Duration,
+    /// End of speech → transcript.
+    pub asr_latency: Dist,
+    /// Transcript (or tool result) → first token.
+    pub llm_latency: Dist,
+    /// First token → first audio byte.
+    pub tts_latency: Dist,
+    /// Reply audio after the leading silence.
+    pub reply_duration: Dist,
+    /// Digital silence at the start of every reply, before the tone.
+    pub leading_silence: Duration,
+    /// User speech detected during a reply → audio stops.
+    pub barge_in_delay: Dist,
+    /// End of a false alarm → `resumed` and the audio continues.
+    pub resume_delay: Dist,
+    /// Speech shorter than this during a reply is a false alarm.
+    pub min_speech: Duration,
+    /// Energy VAD threshold per 20 ms window of incoming audio.
+    pub vad_threshold_dbfs: f64,
+    /// Non-speech after speech before the VAD declares the end of speech.
+    pub vad_hangover: Duration,
+    /// A `speech_end` text containing one of these calls a tool before answering.
+    pub tool_keywords: Vec<String>,
+    /// Additional random fraction of turns that call a tool.
+    pub tool_fraction: f64,
+    /// How long a tool call takes.
+    pub tool_latency: Dist,
+    /// Send `{"type":"metrics",…}` once per turn after the first reply frame.
+    pub send_metrics: bool,
+    /// Injected failures.
+    pub faults: Faults,
+    /// Base seed; connection `n` uses a stream derived from (`seed`, `n`).
+    pub seed: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            sample_rate: 16_000,
+            frame: Duration::from_millis(20),
+            asr_latency: Dist::from_millis(50),
+            llm_latency: Dist::from_millis(150),
+            tts_latency: Dist::from_millis(100),
+            reply_duration: Dist::from_millis(1500),
+            leading_silence: Duration::ZERO,
+            barge_in_delay: Dist::from_millis(50),
+            resume_delay: Dist::from_millis(100),
+            min_speech: Duration::from_millis(400),
+            vad_threshold_dbfs: -40.0,
+            vad_hangover: Duration::from_millis(400),
+            tool_keywords: vec!["book".to_string()],
+            tool_fraction: 0.0,
+            tool_latency: Dist::from_millis(500),
+            send_metrics: true,
+            faults: Faults::default(),
+            seed: 0,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reject settings the agent cannot run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=384_000).contains(&self.sample_rate) {
+            return Err(format!(
+                "agent sample_rate must be 1..=384000 Hz, found {}",
+                self.sample_rate
+            ));
+        }
+        if self.frame < Duration::from_millis(1) || self.frame > Duration::from_secs(1) {
+            return Err(format!(
+                "agent frame must be between 1ms and 1s, found {:?}",
+                self.frame
+            ));
+        }
+        if !self.vad_threshold_dbfs.is_finite() {
+            return Err("agent vad_threshold_dbfs must be a finite number".into());
+        }
+        for (name, p) in [
+            ("tool_fraction", self.tool_fraction),
+            ("faults.drop", self.faults.drop),
+            ("faults.stall", self.faults.stall),
+            ("faults.malformed", self.faults.malformed),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!(
+                    "agent {name} must be a probability in 0..=1, found {p}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-turn fault probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Close the TCP connection abruptly (no close frame) mid-reply.
+    pub drop: f64,
+    /// Pause the reply audio for `stall_for` mid-reply.
+    pub stall: f64,
+    pub stall_for: Duration,
+    /// Send one control message as invalid JSON.
+    pub malformed: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            drop: 0.0,
+            stall: 0.0,
+            stall_for: Duration::from_secs(2),
+            malformed: 0.0,
+        }
+    }
+}
+
+/// A running agent. Dropping the handle also stops it (without waiting).
+#[derive(Debug)]
+pub struct AgentHandle {
+    addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// The bound address (with the real port when listening on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://HOST:PORT/`, with a loopback host when bound to an unspecified address.
+    pub fn url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("ws://{}/", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stop accepting, close every connection (1001 going away), and wait for them (up to a
+    /// few seconds, then the rest are aborted).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Bind and serve in a background tokio task. `listen` like "127.0.0.1:0".
+pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHandle> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(session::Shared {
+        voice: voice::Voice::new(config.sample_rate, config.frame),
+        config,
+    });
+    let connections = Arc::new(AtomicU64::new(0));
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(
+        listener,
+        shared,
+        Arc::clone(&connections),
+        stop_rx,
+    ));
+    Ok(AgentHandle {
+        addr,
+        connections,
+        stop,
+        task,
+    })
+}
+
+/// Serve in the foreground until Ctrl-C (for `planrun agent --listen ADDR`), printing the URL
+/// to stderr.
+pub async fn serve_forever(listen: &str, config: AgentConfig) -> anyhow::Result<()> {
+    let handle = spawn(listen, config)
+        .await
+        .with_context(|| format!("cannot start the reference agent on {listen}"))?;
+    eprintln!(
+        "planrun agent listening on {} (raw protocol); Ctrl-C to stop",
+        handle.url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    eprintln!(
+        "planrun agent shutting down after {} connection(s)",
+        handle.connections()
+    );
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Resolves once the agent is told to stop (or its handle is dropped).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here, not across an await.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<session::Shared>,
+    connections: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let session_stop = stop.clone();
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let index = connections.fetch_add(1, Ordering::Relaxed);
+                    sessions.spawn(session::run(
+                        stream,
+                        Arc::clone(&shared),
+                        index,
+                        session_stop.clone(),
+                    ));
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            // A `true` or a dropped handle both stop the agent.
+            () = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+    sessions.abort_all();
+}

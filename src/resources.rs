@@ -1,0 +1,118 @@
+//! Resource usage over a run: CPU% and resident memory of planrun's own process (and of a
+//! target process, when its pid is known), sampled once a second on a plain thread so the async
+//! runtime is never blocked.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// One sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    /// Seconds since sampling started (just before the run).
+    pub t_s: f64,
+    /// CPU use of planrun in percent of one core (can exceed 100 on several cores).
+    pub cpu_pct: f64,
+    /// Resident memory of planrun in MiB.
+    pub rss_mb: f64,
+    #[serde(default)]
+    pub target_cpu_pct: Option<f64>,
+    #[serde(default)]
+    pub target_rss_mb: Option<f64>,
+}
+
+/// The samples of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSeries {
+    pub interval_s: f64,
+    /// Logical CPUs of the machine.
+    pub cpus: usize,
+    #[serde(default)]
+    pub target_pid: Option<u32>,
+    /// The target is the built-in agent, inside planrun's own process: its use is included in
+    /// planrun's numbers.
+    #[serde(default)]
+    pub agent_in_process: bool,
+    #[serde(default)]
+    pub samples: Vec<ResourceSample>,
+}
+
+impl ResourceSeries {
+    pub fn max_cpu_pct(&self) -> Option<f64> {
+        self.samples.iter().map(|s| s.cpu_pct).reduce(f64::max)
+    }
+    pub fn max_rss_mb(&self) -> Option<f64> {
+        self.samples.iter().map(|s| s.rss_mb).reduce(f64::max)
+    }
+}
+
+/// A running sampler; [`Sampler::stop`] ends it and returns the samples.
+pub struct Sampler {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<ResourceSeries>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Sampler {
+    /// Start sampling every `interval` on a background thread.
+    pub fn start(target_pid: Option<u32>, agent_in_process: bool, interval: Duration) -> Self {
+        let (stop, rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let mut series = ResourceSeries {
+                interval_s: interval.as_secs_f64(),
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                target_pid,
+                agent_in_process,
+                samples: Vec::new(),
+            };
+            let Ok(me) = sysinfo::get_current_pid() else {
+                return series;
+            };
+            let target = target_pid.map(Pid::from_u32);
+            let pids: Vec<Pid> = std::iter::once(me).chain(target).collect();
+            let mut sys = System::new();
+            let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+            let start = Instant::now();
+            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+                let Some(p) = sys.process(me) else { break };
+                let t = target.and_then(|pid| sys.process(pid));
+                series.samples.push(ResourceSample {
+                    t_s: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    cpu_pct: f64::from(p.cpu_usage()),
+                    rss_mb: p.memory() as f64 / MIB,
+                    target_cpu_pct: t.map(|t| f64::from(t.cpu_usage())),
+                    target_rss_mb: t.map(|t| t.memory() as f64 / MIB),
+                });
+            }
+            series
+        });
+        Sampler { stop, handle }
+    }
+
+    /// Stop sampling and return what was sampled.
+    pub fn stop(self) -> ResourceSeries {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_own_process() {
+        let s = Sampler::start(None, false, Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(180));
+        let series = s.stop();
+        assert!(!series.samples.is_empty());
+        assert!(series.samples.iter().all(|x| x.rss_mb > 1.0));
+        assert!(series.max_cpu_pct().is_some());
+    }
+}
