@@ -63,17 +63,17 @@ struct Inbound {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// A reply audio chunk: first since the user's last end of speech, first one above the
-    /// speech level since then.
-    Audio {
-        first: bool,
-        first_speech: bool,
-    },
-    Event {
-        name: String,
-        json: Option<Value>,
-    },
+    Event { name: String, json: Option<Value> },
     ServerError(String),
+}
+
+/// A reply audio chunk in the audio queue: first since the user's last end of speech, first
+/// one above the speech level since then.
+#[derive(Debug, Clone, Copy)]
+struct AudioEvent {
+    at: Instant,
+    first: bool,
+    first_speech: bool,
 }
 
 /// One reply audio chunk in the arrival log.
@@ -122,7 +122,11 @@ struct Session<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
     sink: SplitSink<Ws, Message>,
     stream: SplitStream<Ws>,
+    /// Named events not yet consumed by `await`/`expect`.
     queue: VecDeque<Inbound>,
+    /// Reply audio not yet consumed by `await: audio|first_audio|first_speech`. Audio and named
+    /// events are separate streams: waiting for one never consumes the other.
+    audio_queue: VecDeque<AudioEvent>,
     chunks: Vec<Chunk>,
     marks: HashMap<String, Instant>,
     /// When the user's last utterance ended (scheduled), the default reference for latencies.
@@ -185,6 +189,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         sink,
         stream,
         queue: VecDeque::new(),
+        audio_queue: VecDeque::new(),
         chunks: Vec::new(),
         marks: HashMap::new(),
         anchor: connected,
@@ -268,8 +273,7 @@ impl Session<'_, '_> {
         if self.user.end.is_none_or(|e| e > at) {
             self.user.end = Some(at);
         }
-        self.queue
-            .retain(|e| !(matches!(e.kind, Kind::Audio { .. }) && e.at < at));
+        self.audio_queue.retain(|e| e.at >= at);
         self.playout_end = None;
         self.last_chunk = None;
         self.marks.insert("speech_end".into(), at);
@@ -612,7 +616,6 @@ impl Session<'_, '_> {
                     let gap = (at - end).as_secs_f64() * 1000.0;
                     self.mark("glitch", at, format!("{gap:.0}ms underrun"));
                 }
-                self.last_chunk = None;
                 restart
             }
             Some(end) => end + dur,
@@ -639,12 +642,10 @@ impl Session<'_, '_> {
         }
 
         self.chunks.push(Chunk { at, speech });
-        self.queue.push_back(Inbound {
+        self.audio_queue.push_back(AudioEvent {
             at,
-            kind: Kind::Audio {
-                first,
-                first_speech,
-            },
+            first,
+            first_speech,
         });
     }
 
@@ -657,21 +658,33 @@ impl Session<'_, '_> {
         deadline: Instant,
         strict: bool,
     ) -> Result<(Instant, Option<Value>), Failure> {
-        let allowed = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let allowed = Duration::from_millis(left.as_micros().div_ceil(1000) as u64);
+        let is_audio = matches!(name, "audio" | "first_audio" | "first_speech");
         loop {
-            while let Some(e) = self.queue.pop_front() {
-                match e.kind {
-                    Kind::Audio {
-                        first,
-                        first_speech,
-                    } => {
-                        let hit = name == "audio"
-                            || (name == "first_audio" && first)
-                            || (name == "first_speech" && first_speech);
-                        if hit {
-                            return Ok((e.at, None));
-                        }
+            if is_audio {
+                while let Some(e) = self.audio_queue.pop_front() {
+                    let hit = name == "audio"
+                        || (name == "first_audio" && e.first)
+                        || (name == "first_speech" && e.first_speech);
+                    if hit {
+                        return Ok((e.at, None));
                     }
+                }
+                // A server error fails the wait even though it is on the other stream.
+                if let Some(message) = self.queue.iter().find_map(|e| match &e.kind {
+                    Kind::ServerError(m) => Some(m.clone()),
+                    Kind::Event { .. } => None,
+                }) {
+                    return Err(fail(
+                        FailureClass::ServerError,
+                        step,
+                        format!("server error while waiting for `{name}`: {message}"),
+                    ));
+                }
+            }
+            while !is_audio && let Some(e) = self.queue.pop_front() {
+                match e.kind {
                     Kind::Event { name: got, json } => {
                         if got == name {
                             return Ok((e.at, json));
