@@ -465,6 +465,14 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
     let mut views: Vec<(u32, ReportView)> = Vec::new();
     for &users in &counts {
         compiled.load.users = users;
+        if compiled.report.record_audio != crate::plan::model::RecordAudio::None {
+            let name = if sweep {
+                format!("audio_{users}_users")
+            } else {
+                "audio".into()
+            };
+            compiled.audio_dir = Some(setup.out.join(name));
+        }
         let suffix = if sweep {
             format!("_{users}_users")
         } else {

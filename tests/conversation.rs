@@ -457,3 +457,80 @@ async fn example_voice_bot_mix() {
 async fn example_full_duplex() {
     example_plan_passes("full_duplex").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_audio_is_saved_for_listening() {
+    let plan = |mode: &str, faults: &str| {
+        format!(
+            "name: listen
+target:
+  url: builtin
+  agent: {{llm_latency: 100ms, reply_duration: 600ms{faults}}}
+load: {{users: 1, iterations: 2}}
+scenarios:
+  - name: ask
+    steps:
+      - send: speech_start
+      - send_audio: audio_files/mhmm.wav
+      - send: speech_end
+      - await: response_end
+report:
+  record_audio: {mode}
+"
+        )
+    };
+    let dir = temp_dir("listen");
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, plan("all", "")).unwrap();
+    let out = dir.join("out");
+    let argv = [
+        "planrun",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    assert_eq!(dispatch(Cli::parse_from(argv)).await, exit::PASSED);
+    let mut files: Vec<_> = std::fs::read_dir(out.join("audio"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let reader = hound::WavReader::open(&files[0]).unwrap();
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+    // Placed at arrival time: the answer starts after the question (~335 ms) and the bot's
+    // latency, and lasts its 600 ms.
+    let first = samples
+        .iter()
+        .position(|s| s.unsigned_abs() > 1000)
+        .unwrap();
+    let first_ms = first as f64 / 16.0;
+    assert!(
+        (400.0..900.0).contains(&first_ms),
+        "reply starts at {first_ms} ms"
+    );
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 1000).count() as f64 / 16.0;
+    assert!(
+        (300.0..700.0).contains(&loud),
+        "{loud} ms of loud reply audio"
+    );
+
+    // `failed` keeps only the calls that failed.
+    std::fs::write(&path, plan("failed", ", faults: {drop: 0.5}")).unwrap();
+    let out = dir.join("out2");
+    let argv = [
+        "planrun",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    dispatch(Cli::parse_from(argv)).await;
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let failed = json["iterations"]["failed"].as_u64().unwrap() as usize;
+    let saved = std::fs::read_dir(out.join("audio")).map_or(0, |d| d.count());
+    assert_eq!(saved, failed, "{json}");
+}

@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::agent::{self, AgentConfig, Faults};
 use crate::metrics::{FailureClass, IterationRecord, Recorder, Summary};
 use crate::plan::compile::{CompiledPlan, ScenarioSpec, TargetUrl};
-use crate::plan::model::AgentSpec;
+use crate::plan::model::{AgentSpec, RecordAudio};
 
 /// Live counters, readable while the run goes on (for progress display).
 #[derive(Debug, Default)]
@@ -90,6 +90,37 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
         malformed: f.malformed.unwrap_or(defaults.malformed),
     };
     c
+}
+
+/// Write what a caller heard; a write failure is reported once per file, never fatal.
+fn save_heard(
+    dir: &std::path::Path,
+    user: u32,
+    iteration: u64,
+    scenario: &str,
+    heard: &[i16],
+    rate: u32,
+) {
+    let safe: String = scenario
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("u{user:04}-i{iteration:05}-{safe}.wav"));
+    let result = std::fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::audio::write_wav(&path, heard, rate).map_err(|e| e.to_string()));
+    if let Err(e) = result {
+        eprintln!(
+            "planrun: cannot save received audio {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// Seed of one user's RNG, from the plan seed and the user id (splitmix64).
@@ -221,6 +252,7 @@ async fn user_loop(
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
             jitter_buffer: plan.target.jitter_buffer,
             run_start,
+            keep_audio: plan.audio_dir.is_some(),
             rec: &mut rec,
             rng: &mut rng,
             stop: stop.clone(),
@@ -245,6 +277,19 @@ async fn user_loop(
             None => session::run_iteration(&mut ctx, scenario).await,
         };
         let (trace, failure) = outcome;
+        if let Some(dir) = &plan.audio_dir {
+            let wanted = plan.report.record_audio == RecordAudio::All || failure.is_some();
+            if wanted && !trace.heard.is_empty() {
+                save_heard(
+                    dir,
+                    user,
+                    iteration,
+                    &scenario.name,
+                    &trace.heard,
+                    plan.target.sample_rate,
+                );
+            }
+        }
         let end = Instant::now();
         let us = |t: Instant| t.saturating_duration_since(run_start).as_micros() as u64;
         if failure.is_some() {

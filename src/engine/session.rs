@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
     pub speech_threshold_dbfs: f64,
     pub jitter_buffer: Duration,
     pub run_start: Instant,
+    /// Keep the received audio (placed at its arrival time) for `report.record_audio`.
+    pub keep_audio: bool,
     pub rec: &'a mut Recorder,
     pub rng: &'a mut StdRng,
     pub stop: watch::Receiver<bool>,
@@ -88,6 +90,8 @@ struct Chunk {
 pub struct Trace {
     pub markers: Vec<Marker>,
     pub samples: Vec<Sample>,
+    /// What the caller heard from the moment of connecting (when asked to keep it).
+    pub heard: Vec<i16>,
 }
 
 /// When the user is (or was last) speaking.
@@ -143,6 +147,7 @@ struct Session<'c, 'a> {
     trace: Trace,
     /// Text of the last clip sent, attached to the next `speech_end`.
     said: Option<String>,
+    connected: Instant,
 }
 
 fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Failure {
@@ -202,6 +207,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         closed: None,
         trace: Trace::default(),
         said: None,
+        connected,
     };
     s.record("connect", connected - started, connected);
     s.mark("connected", connected, String::new());
@@ -641,6 +647,16 @@ impl Session<'_, '_> {
             self.mark("reverse_barge_in", at, String::new());
         }
 
+        if self.ctx.keep_audio {
+            // Place the chunk at its arrival time; gaps become silence, overlaps queue up.
+            let rate = f64::from(self.ctx.sample_rate);
+            let pos = ((at - self.connected).as_secs_f64() * rate) as usize;
+            let heard = &mut self.trace.heard;
+            if heard.len() < pos {
+                heard.resize(pos, 0);
+            }
+            heard.extend(protocol::decode_pcm16(bytes));
+        }
         self.chunks.push(Chunk { at, speech });
         self.audio_queue.push_back(AudioEvent {
             at,

@@ -36,6 +36,8 @@ pub struct CompiledPlan {
     pub report: ReportSpec,
     /// Every metric the plan records, in plan order.
     pub metrics: Vec<String>,
+    /// Where received audio is saved (set by the caller when `report.record_audio` asks).
+    pub audio_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -578,5 +580,6 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             .collect(),
         report: plan.report.clone(),
         metrics: recorded_metrics(plan),
+        audio_dir: None,
     })
 }

@@ -547,6 +547,11 @@ pub struct ReportSpec {
     /// plan's folder). Names ending in `.html`/`.xml` are HTML-escaped automatically.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// Save what each caller heard as a WAV in the report's `audio/` folder (reply audio placed
+    /// at its arrival time, so pauses and stalls are audible): `none` (default), `failed` (only
+    /// failed iterations) or `all`.
+    #[serde(default)]
+    pub record_audio: RecordAudio,
 }
 
 impl Default for ReportSpec {
@@ -555,8 +560,19 @@ impl Default for ReportSpec {
             formats: default_formats(),
             dir: None,
             templates: BTreeMap::new(),
+            record_audio: RecordAudio::None,
         }
     }
+}
+
+/// Which iterations' received audio is saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordAudio {
+    #[default]
+    None,
+    Failed,
+    All,
 }
 
 fn default_formats() -> Vec<ReportFormat> {
