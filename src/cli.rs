@@ -726,8 +726,11 @@ async fn progress_display(
             left = Some(left.map_or(by_rate, |l| l.min(by_rate)));
         }
         let of = planned.map_or(String::new(), |t| format!("/{t}"));
+        let p95 = p
+            .rolling_p95()
+            .map_or(String::new(), |(name, v)| format!("  {name} p95 {v:.0}ms"));
         format!(
-            "{:>5.0}s  users active {:>4}  iterations {done_n}{of} done, {failed} failed{}",
+            "{:>5.0}s  users active {:>4}  iterations {done_n}{of} done, {failed} failed{p95}{}",
             secs,
             p.active_users.load(Ordering::Relaxed),
             left.map_or(String::new(), |l| format!("  ~{l:.0}s left"))

@@ -23,6 +23,50 @@ pub struct Progress {
     pub active_users: AtomicU64,
     pub iterations_done: AtomicU64,
     pub iterations_failed: AtomicU64,
+    /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
+    /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
+    recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
+}
+
+/// The window of the progress line's rolling percentile.
+pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn set_main_metric(&self, name: &str) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.0 = name.to_string();
+        }
+    }
+
+    fn push(&self, samples: &[crate::metrics::Sample]) {
+        let now = Instant::now();
+        if let Ok(mut r) = self.recent.lock() {
+            let (name, q) = &mut *r;
+            for s in samples.iter().filter(|s| &s.metric == name) {
+                q.push_back((now, s.value_ms));
+            }
+            while q.front().is_some_and(|(t, _)| now - *t > ROLLING_WINDOW) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// The main latency's name and its p95 over the last [`ROLLING_WINDOW`].
+    pub fn rolling_p95(&self) -> Option<(String, f64)> {
+        let r = self.recent.lock().ok()?;
+        let now = Instant::now();
+        let mut v: Vec<f64> =
+            r.1.iter()
+                .filter(|(t, _)| now - *t <= ROLLING_WINDOW)
+                .map(|(_, ms)| *ms)
+                .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let idx = ((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1;
+        Some((r.0.clone(), v[idx]))
+    }
 }
 
 /// What a finished (or stopped) run hands to thresholds and reports.
@@ -172,6 +216,16 @@ pub async fn run(
         (None, TargetUrl::Builtin) => String::new(),
     };
 
+    let main_metric = plan
+        .metrics
+        .iter()
+        .find(|m| {
+            !crate::plan::BUILTIN_METRICS.contains(&m.as_str())
+                && !crate::plan::QUALITY_METRICS.contains(&m.as_str())
+        })
+        .cloned()
+        .unwrap_or_else(|| "iteration".into());
+    progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
     let url_arc: Arc<str> = Arc::from(url.as_str());
     let run_start = Instant::now();
@@ -296,6 +350,7 @@ async fn user_loop(
             progress.iterations_failed.fetch_add(1, Ordering::Relaxed);
         }
         progress.iterations_done.fetch_add(1, Ordering::Relaxed);
+        progress.push(&trace.samples);
         rec.iteration(IterationRecord {
             user,
             iteration,
