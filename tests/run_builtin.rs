@@ -342,3 +342,47 @@ async fn stopping_a_run_keeps_its_results() {
         "stopped iterations are not failures"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_targets_speak_tls() {
+    // The built-in agent speaks plain WebSocket, so a TLS handshake with it must fail — as a
+    // classified connect_error that names TLS, proving wss:// is really attempted.
+    let plain = agent::spawn("127.0.0.1:0", AgentConfig::default())
+        .await
+        .unwrap();
+    let dir = temp_dir("wss");
+    let path = write_plan(
+        &dir,
+        "p.yaml",
+        &plan_text("builtin", 1, 1, "  ttfa: p95 < 1s"),
+    );
+    let out = dir.join("out");
+    let url = format!("wss://127.0.0.1:{}/", plain.addr().port());
+    let code = run_cli(&[
+        path.to_str().unwrap(),
+        "--target",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--format",
+        "json",
+    ])
+    .await;
+    plain.shutdown().await;
+    assert_eq!(code, exit::CANNOT_RUN);
+    let json = read_json(&out);
+    assert_eq!(json["errors"]["connect_error"], 1);
+    let msg = json["failures"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(!msg.contains("not compiled"), "{msg}");
+    assert!(
+        msg.contains("tls")
+            || msg.contains("ssl")
+            || msg.contains("handshake")
+            || msg.contains("corrupt"),
+        "{msg}"
+    );
+}

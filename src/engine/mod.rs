@@ -199,6 +199,8 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<RunOutcome, EngineError> {
     let started_at = SystemTime::now();
+    // wss:// targets use rustls with the ring provider (ignored when already installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let agent = match &plan.target.url {
         TargetUrl::Builtin => {
             let cfg = agent_config(&plan.target.agent, plan.target.sample_rate, plan.load.seed);
