@@ -534,3 +534,115 @@ report:
     let saved = std::fs::read_dir(out.join("audio")).map_or(0, |d| d.count());
     assert_eq!(saved, failed, "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_mid_call_fails_even_without_a_pending_await() {
+    let yaml = "name: hangup
+target:
+  url: builtin
+  agent: {reply_duration: 2s, faults: {drop: 1.0}}
+load: {users: 1, iterations: 1}
+scenarios:
+  - name: ask
+    steps:
+      - send: speech_start
+      - send_audio: audio_files/mhmm.wav
+      - send: speech_end
+      - await: first_audio
+      - wait: 3s
+";
+    let (_, json) = run_yaml("hangup", yaml).await;
+    assert_eq!(json["errors"]["connection_closed"], 1, "{json}");
+    let msg = json["failures"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("middle of the call"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_is_the_new_answer_not_the_tail_of_the_old_one() {
+    // The bot takes 400 ms to stop but the interruption lasts only ~340 ms: audio of the old
+    // answer still arrives after the caller's end of speech and must not count as the reply.
+    let yaml = "name: recovery
+target:
+  url: builtin
+  agent: {llm_latency: 300ms, reply_duration: 3s, barge_in_delay: 400ms, min_speech: 200ms}
+load: {users: 1, iterations: 2}
+scenarios:
+  - name: cut_off
+    steps:
+      - send: speech_start
+      - send_audio: audio_files/hello.wav
+      - send: speech_end
+      - await: first_audio
+      - interrupt: {after: 300ms, audio: audio_files/mhmm.wav}
+      - await: first_audio
+        record: recovery
+      - await: response_end
+";
+    let (code, json) = run_yaml("recovery", yaml).await;
+    assert_eq!(json["iterations"]["failed"], 0, "{json}");
+    assert_eq!(code, exit::PASSED);
+    let r = metric(&json, "recovery", "min_ms");
+    assert!(
+        r >= 300.0,
+        "recovery must include the agent's 300 ms latency: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_answer_is_not_a_resumption() {
+    // With min_speech 20 ms the agent treats the "mhmm" as a real turn and starts over.
+    let yaml = "name: restart
+target:
+  url: builtin
+  agent: {reply_duration: 3s, min_speech: 20ms}
+load: {users: 1, iterations: 1}
+scenarios:
+  - name: mhmm
+    steps:
+      - send: speech_start
+      - send_audio: audio_files/hello.wav
+      - send: speech_end
+      - await: response_start
+      - await: first_audio
+      - wait: 500ms
+      - send: speech_start
+      - send_audio: audio_files/mhmm.wav
+      - send: speech_end
+      - expect: audio_resumes
+        within: 2s
+";
+    let (_, json) = run_yaml("restart", yaml).await;
+    assert_eq!(json["errors"]["expectation_failed"], 1, "{json}");
+    let msg = json["failures"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("new answer"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_cannot_hang_a_user() {
+    use futures_util::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let (_sink, _stream) = ws.split();
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await; // never reads
+    });
+    let yaml = format!(
+        "name: deaf
+target: {{url: \"ws://127.0.0.1:{port}/\"}}
+load: {{users: 1, iterations: 1}}
+scenarios:
+  - name: flood
+    steps:
+      - send_audio: {{noise: 10m, pacing: burst}}
+"
+    );
+    let started = std::time::Instant::now();
+    let (_, json) = run_yaml("deaf", &yaml).await;
+    server.abort();
+    assert!(started.elapsed().as_secs() < 20, "the send must time out");
+    assert_eq!(json["errors"]["send_error"], 1, "{json}");
+    let msg = json["failures"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("stopped reading"), "{msg}");
+}

@@ -287,7 +287,7 @@ async fn user_loop(
     let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
     tokio::select! {
         _ = sleep_until(start_at) => {}
-        _ = stop.wait_for(|s| *s) => return rec,
+        _ = session::wait_stop(&mut stop) => return rec,
     }
     progress.active_users.fetch_add(1, Ordering::Relaxed);
     let mut iteration: u64 = 0;
@@ -314,22 +314,27 @@ async fn user_loop(
             stop: stop.clone(),
         };
         let outcome = match scenario.timeout {
-            Some(t) => tokio::time::timeout(t, session::run_iteration(&mut ctx, scenario))
-                .await
-                .unwrap_or_else(|_| {
-                    (
-                        session::Trace::default(),
-                        Some(crate::metrics::Failure {
-                            class: FailureClass::Timeout,
-                            step: String::new(),
-                            message: format!(
-                                "scenario `{}` took longer than its timeout {}",
-                                scenario.name,
-                                crate::dist::format_duration(t)
-                            ),
-                        }),
-                    )
-                }),
+            // The session enforces the scenario timeout step by step (keeping its trace); this
+            // is only a safety net.
+            Some(t) => tokio::time::timeout(
+                t + Duration::from_secs(2),
+                session::run_iteration(&mut ctx, scenario),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                (
+                    session::Trace::default(),
+                    Some(crate::metrics::Failure {
+                        class: FailureClass::Timeout,
+                        step: String::new(),
+                        message: format!(
+                            "scenario `{}` took longer than its timeout {}",
+                            scenario.name,
+                            crate::dist::format_duration(t)
+                        ),
+                    }),
+                )
+            }),
             None => session::run_iteration(&mut ctx, scenario).await,
         };
         let (trace, failure) = outcome;
@@ -364,11 +369,13 @@ async fn user_loop(
             samples: trace.samples,
         });
         iteration += 1;
-        if let Some(think) = &plan.load.think_time {
+        let last = plan.load.iterations.is_some_and(|n| iteration >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d);
+        if let Some(think) = plan.load.think_time.as_ref().filter(|_| !last) {
             let until = Instant::now() + think.sample(&mut rng);
             tokio::select! {
                 _ = sleep_until(until) => {}
-                _ = stop.wait_for(|s| *s) => break,
+                _ = session::wait_stop(&mut stop) => break,
             }
         }
     }

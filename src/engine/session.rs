@@ -69,20 +69,38 @@ enum Kind {
     ServerError(String),
 }
 
-/// A reply audio chunk in the audio queue: first since the user's last end of speech, first
-/// one above the speech level since then.
-#[derive(Debug, Clone, Copy)]
-struct AudioEvent {
-    at: Instant,
-    first: bool,
-    first_speech: bool,
+/// How long one send may take before the server counts as no longer reading.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most received audio kept per call for `report.record_audio` (10 minutes).
+const MAX_HEARD_SECONDS: usize = 600;
+
+/// Resolves when the run is stopped; never, if the stop signal's sender is gone.
+pub(crate) async fn wait_stop(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// One reply audio chunk in the arrival log.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
     at: Instant,
+    /// The audio it carries.
+    dur: Duration,
     speech: bool,
+}
+
+impl Chunk {
+    /// When its audio has played out (arrival plus duration).
+    fn end(&self) -> Instant {
+        self.at + self.dur
+    }
+}
+
+/// Silence between the end of `prev`'s audio and the arrival of `next`.
+fn silence_between(prev: &Chunk, next: &Chunk) -> Duration {
+    next.at.saturating_duration_since(prev.end())
 }
 
 /// What an iteration leaves for the timeline: notable instants and timestamped measurements.
@@ -128,17 +146,21 @@ struct Session<'c, 'a> {
     stream: SplitStream<Ws>,
     /// Named events not yet consumed by `await`/`expect`.
     queue: VecDeque<Inbound>,
-    /// Reply audio not yet consumed by `await: audio|first_audio|first_speech`. Audio and named
-    /// events are separate streams: waiting for one never consumes the other.
-    audio_queue: VecDeque<AudioEvent>,
+    /// Every reply audio chunk of the call. Audio is a separate stream from named events:
+    /// waiting for one never consumes the other.
     chunks: Vec<Chunk>,
+    /// `await: audio` returns chunks after this one.
+    audio_cursor: Option<Instant>,
+    /// Whether this turn's first audio / first speech have been put on the timeline.
+    marked_first: (bool, bool),
+    /// The last barge-in not yet judged by `audio_stops`.
+    last_interrupt: Option<Instant>,
+    /// Where the server's close was noticed.
+    closed_at: String,
     marks: HashMap<String, Instant>,
     /// When the user's last utterance ended (scheduled), the default reference for latencies.
     anchor: Instant,
-    audio_since_anchor: bool,
-    speech_since_anchor: bool,
-    /// First reply audio of the current turn (for `interrupt: after`).
-    turn_first_audio: Option<Instant>,
+
     user: UserSpeech,
     /// Client playout model: when the audio received so far finishes playing.
     playout_end: Option<Instant>,
@@ -194,13 +216,14 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         sink,
         stream,
         queue: VecDeque::new(),
-        audio_queue: VecDeque::new(),
         chunks: Vec::new(),
+        audio_cursor: None,
+        marked_first: (false, false),
+        last_interrupt: None,
+        closed_at: String::new(),
         marks: HashMap::new(),
         anchor: connected,
-        audio_since_anchor: false,
-        speech_since_anchor: false,
-        turn_first_audio: None,
+
         user: UserSpeech::default(),
         playout_end: None,
         last_chunk: None,
@@ -210,14 +233,40 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         connected,
     };
     s.record("connect", connected - started, connected);
+    s.marks.insert("connected".into(), connected);
     s.mark("connected", connected, String::new());
 
+    let deadline = scenario.timeout.map(|t| started + t);
     let mut failure = None;
     for step in &scenario.steps {
-        if let Err(f) = s.step(step).await {
+        let result = match deadline {
+            Some(d) => timeout_at(d, s.step(step)).await.unwrap_or_else(|_| {
+                Err(fail(
+                    FailureClass::Timeout,
+                    step,
+                    format!(
+                        "scenario `{}` took longer than its timeout {}",
+                        scenario.name,
+                        format_duration(d - started)
+                    ),
+                ))
+            }),
+            None => s.step(step).await,
+        };
+        if let Err(f) = result {
             failure = Some(f);
             break;
         }
+    }
+    // A server that hangs up before the call's last step fails it, even with a normal close.
+    if failure.is_none()
+        && let Some(why) = &s.closed
+    {
+        failure = Some(Failure {
+            class: FailureClass::ConnectionClosed,
+            step: s.closed_at.clone(),
+            message: format!("{why} in the middle of the call"),
+        });
     }
     if failure.is_none() {
         let now = Instant::now();
@@ -235,6 +284,9 @@ impl Session<'_, '_> {
     /// Record a measurement taken at `at`.
     fn record(&mut self, metric: &str, value: Duration, at: Instant) {
         self.ctx.rec.record(metric, value);
+        if metric == "frame_jitter" {
+            return; // one per chunk: the histogram has it, the timeline would balloon
+        }
         let at_us = self.run_us(at);
         self.trace.samples.push(Sample {
             metric: metric.to_string(),
@@ -273,17 +325,47 @@ impl Session<'_, '_> {
     /// before it is not an answer to it.
     fn set_anchor(&mut self, at: Instant) {
         self.anchor = at;
-        self.audio_since_anchor = false;
-        self.speech_since_anchor = false;
-        self.turn_first_audio = None;
+
         if self.user.end.is_none_or(|e| e > at) {
             self.user.end = Some(at);
         }
-        self.audio_queue.retain(|e| e.at >= at);
+        self.marked_first = (false, false);
         self.playout_end = None;
         self.last_chunk = None;
         self.marks.insert("speech_end".into(), at);
         self.mark("speech_end", at, String::new());
+        // Reply audio may already have arrived (e.g. during trailing silence).
+        self.mark_firsts();
+    }
+
+    /// The first reply chunk answering the current end of speech: at or after it and, if the
+    /// bot was still talking then (the tail of an earlier answer), only after a silence longer
+    /// than [`RESUME_GAP`].
+    fn first_after_anchor(&self, speech_only: bool) -> Option<Instant> {
+        let mut prev: Option<&Chunk> = None;
+        for c in self.chunks.iter().filter(|c| !speech_only || c.speech) {
+            if c.at >= self.anchor && prev.is_none_or(|p| silence_between(p, c) > RESUME_GAP) {
+                return Some(c.at);
+            }
+            prev = Some(c);
+        }
+        None
+    }
+
+    /// Put this turn's first audio and first speech on the timeline once they exist.
+    fn mark_firsts(&mut self) {
+        if !self.marked_first.0
+            && let Some(at) = self.first_after_anchor(false)
+        {
+            self.marked_first.0 = true;
+            self.mark("first_audio", at, String::new());
+        }
+        if !self.marked_first.1
+            && let Some(at) = self.first_after_anchor(true)
+        {
+            self.marked_first.1 = true;
+            self.mark("first_speech", at, String::new());
+        }
     }
 
     /// The instant latencies of a step are measured from.
@@ -339,7 +421,7 @@ impl Session<'_, '_> {
                 explicit,
                 speech_end,
             } => {
-                let first = match self.turn_first_audio {
+                let first = match self.first_after_anchor(false) {
                     Some(t) => t,
                     None => {
                         let deadline = Instant::now() + DEFAULT_AWAIT_TIMEOUT;
@@ -359,6 +441,7 @@ impl Session<'_, '_> {
                     .await?;
                 let at = Instant::now();
                 self.marks.insert("interrupt".into(), at);
+                self.last_interrupt = Some(at);
                 self.mark("interrupt", at, String::new());
                 self.user_starts(at, None);
                 let mut end = at;
@@ -434,6 +517,7 @@ impl Session<'_, '_> {
             }
             Control::Interrupt => {
                 self.marks.insert("interrupt".into(), now);
+                self.last_interrupt = Some(now);
                 self.mark("interrupt", now, String::new());
             }
         }
@@ -448,13 +532,21 @@ impl Session<'_, '_> {
                 format!("cannot send: {why}"),
             ));
         }
-        self.sink.send(msg).await.map_err(|e| {
-            fail(
+        let deadline = Instant::now() + SEND_TIMEOUT;
+        tokio::select! {
+            r = self.sink.send(msg) => {
+                r.map_err(|e| fail(FailureClass::SendError, step, format!("sending failed: {e}")))
+            }
+            _ = wait_stop(&mut self.ctx.stop) => Err(fail(FailureClass::Aborted, step, "run stopped")),
+            _ = sleep_until(deadline) => Err(fail(
                 FailureClass::SendError,
                 step,
-                format!("sending failed: {e}"),
-            )
-        })
+                format!(
+                    "the server stopped reading: a send did not complete within {}",
+                    format_duration(SEND_TIMEOUT)
+                ),
+            )),
+        }
     }
 
     /// Stream a clip from `start`; returns the scheduled end of its speech (before any
@@ -494,13 +586,13 @@ impl Session<'_, '_> {
             if self.closed.is_some() {
                 // Nothing more can arrive; a closed connection is judged by the next send/await.
                 tokio::select! {
-                    _ = self.ctx.stop.changed() => return self.check_stop(step),
+                    _ = wait_stop(&mut self.ctx.stop) => return self.check_stop(step),
                     _ = sleep_until(until) => return Ok(()),
                 }
             }
             tokio::select! {
                 biased;
-                _ = self.ctx.stop.changed() => self.check_stop(step)?,
+                _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
                 _ = sleep_until(until) => return Ok(()),
                 msg = self.stream.next() => self.ingest(step, msg)?,
             }
@@ -522,11 +614,15 @@ impl Session<'_, '_> {
     ) -> Result<(), Failure> {
         let at = Instant::now();
         match msg {
-            None => self.closed = Some("the server closed the connection".into()),
+            None => {
+                self.closed = Some("the server closed the connection".into());
+                self.closed_at = step.position();
+            }
             Some(Err(e)) => {
                 let why = format!("the connection failed: {e}");
                 self.mark("closed", at, why.clone());
                 self.closed = Some(why);
+                self.closed_at = step.position();
             }
             Some(Ok(Message::Binary(bytes))) => self.ingest_audio(&bytes, at),
             Some(Ok(Message::Text(text))) => {
@@ -584,6 +680,7 @@ impl Session<'_, '_> {
                 };
                 self.mark("closed", at, why.clone());
                 self.closed = Some(why);
+                self.closed_at = step.position();
             }
             Some(Ok(_)) => {} // ping/pong/raw frames: handled by tungstenite
         }
@@ -598,17 +695,6 @@ impl Session<'_, '_> {
         let samples = bytes.len() / 2;
         let dur = Duration::from_secs_f64(samples as f64 / f64::from(self.ctx.sample_rate));
         let speech = audio::dbfs_le_bytes(bytes) >= self.ctx.speech_threshold_dbfs;
-        let first = !self.audio_since_anchor;
-        let first_speech = speech && !self.speech_since_anchor;
-        self.audio_since_anchor = true;
-        self.speech_since_anchor |= speech;
-        if first {
-            self.turn_first_audio = Some(at);
-            self.mark("first_audio", at, String::new());
-        }
-        if first_speech {
-            self.mark("first_speech", at, String::new());
-        }
 
         // Glitch: the chunk arrives after everything received so far has finished playing
         // (a playout underrun) while the user was silent; a pause the user caused is expected.
@@ -652,17 +738,17 @@ impl Session<'_, '_> {
             let rate = f64::from(self.ctx.sample_rate);
             let pos = ((at - self.connected).as_secs_f64() * rate) as usize;
             let heard = &mut self.trace.heard;
-            if heard.len() < pos {
-                heard.resize(pos, 0);
+            let cap = MAX_HEARD_SECONDS * self.ctx.sample_rate as usize;
+            if pos < cap {
+                if heard.len() < pos {
+                    heard.resize(pos, 0);
+                }
+                heard.extend(protocol::decode_pcm16(bytes));
+                heard.truncate(cap);
             }
-            heard.extend(protocol::decode_pcm16(bytes));
         }
-        self.chunks.push(Chunk { at, speech });
-        self.audio_queue.push_back(AudioEvent {
-            at,
-            first,
-            first_speech,
-        });
+        self.chunks.push(Chunk { at, dur, speech });
+        self.mark_firsts();
     }
 
     /// Wait for the next event called `name`. Earlier events of other kinds are skipped,
@@ -679,19 +765,34 @@ impl Session<'_, '_> {
         let is_audio = matches!(name, "audio" | "first_audio" | "first_speech");
         loop {
             if is_audio {
-                while let Some(e) = self.audio_queue.pop_front() {
-                    let hit = name == "audio"
-                        || (name == "first_audio" && e.first)
-                        || (name == "first_speech" && e.first_speech);
-                    if hit {
-                        return Ok((e.at, None));
+                let found = match name {
+                    "first_audio" => self.first_after_anchor(false),
+                    "first_speech" => self.first_after_anchor(true),
+                    _ => {
+                        let cursor = self.audio_cursor;
+                        let anchor = self.anchor;
+                        self.chunks
+                            .iter()
+                            .find(|c| c.at >= anchor && cursor.is_none_or(|k| c.at > k))
+                            .map(|c| c.at)
                     }
+                };
+                if let Some(at) = found {
+                    if name == "audio" {
+                        self.audio_cursor = Some(at);
+                    }
+                    return Ok((at, None));
                 }
                 // A server error fails the wait even though it is on the other stream.
-                if let Some(message) = self.queue.iter().find_map(|e| match &e.kind {
-                    Kind::ServerError(m) => Some(m.clone()),
-                    Kind::Event { .. } => None,
-                }) {
+                let error_at = self
+                    .queue
+                    .iter()
+                    .position(|e| matches!(e.kind, Kind::ServerError(_)));
+                if let Some(Inbound {
+                    kind: Kind::ServerError(message),
+                    ..
+                }) = error_at.and_then(|i| self.queue.remove(i))
+                {
                     return Err(fail(
                         FailureClass::ServerError,
                         step,
@@ -736,7 +837,7 @@ impl Session<'_, '_> {
             }
             tokio::select! {
                 biased;
-                _ = self.ctx.stop.changed() => self.check_stop(step)?,
+                _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
                 _ = sleep_until(deadline) => {
                     return Err(fail(
                         FailureClass::Timeout,
@@ -829,7 +930,7 @@ impl Session<'_, '_> {
             Expectation::AudioStops => {
                 let reference = match from {
                     Some(_) => self.reference(step, from)?,
-                    None => self.marks.get("interrupt").copied().unwrap_or(self.anchor),
+                    None => self.last_interrupt.take().unwrap_or(self.anchor),
                 };
                 let talking = self
                     .chunks
@@ -840,17 +941,18 @@ impl Session<'_, '_> {
                 let give_up = reference + within + STOP_GAP;
                 loop {
                     // The last speech chunk after the reference that is followed by a gap.
+                    // `prev` is when the audio heard so far stops playing.
                     let mut prev = reference;
                     let mut stopped = None;
                     for c in self.chunks.iter().filter(|c| c.speech && c.at > reference) {
-                        if c.at - prev > STOP_GAP {
+                        if c.at.saturating_duration_since(prev) > STOP_GAP {
                             stopped = Some(prev);
                             break;
                         }
-                        prev = c.at;
+                        prev = prev.max(c.end());
                     }
                     let now = Instant::now();
-                    if stopped.is_none() && now - prev > STOP_GAP {
+                    if stopped.is_none() && now.saturating_duration_since(prev) > STOP_GAP {
                         stopped = Some(prev);
                     }
                     if let Some(stop_at) = stopped {
@@ -893,23 +995,42 @@ impl Session<'_, '_> {
                 let deadline = reference + within;
                 loop {
                     // The first speech chunk after the reference that follows a pause.
-                    let mut prev: Option<Instant> = None;
+                    let mut prev: Option<&Chunk> = None;
                     let mut resumed = None;
                     let mut flowing = false;
                     for c in self.chunks.iter().filter(|c| c.speech) {
                         if c.at >= reference {
                             match prev {
-                                Some(p) if c.at - p > RESUME_GAP => {
+                                Some(p) if silence_between(p, c) > RESUME_GAP => {
                                     resumed = Some(c.at);
                                     break;
                                 }
                                 _ => flowing = true,
                             }
                         }
-                        prev = Some(c.at);
+                        prev = Some(c);
                     }
                     let now = Instant::now();
                     if let Some(at) = resumed {
+                        // Audio after a turn change is a new answer, not a resumption.
+                        let new_turn = self.queue.iter().find_map(|e| match &e.kind {
+                            Kind::Event { name, .. }
+                                if e.at >= reference
+                                    && e.at <= at
+                                    && matches!(
+                                        name.as_str(),
+                                        "interrupted" | "transcript" | "response_start"
+                                    ) =>
+                            {
+                                Some(name.clone())
+                            }
+                            _ => None,
+                        });
+                        if let Some(name) = new_turn {
+                            return Err(expectation(format!(
+                                "the bot started a new answer (`{name}`) instead of resuming"
+                            )));
+                        }
                         let latency = at.saturating_duration_since(reference);
                         if let Some(m) = record {
                             self.record(m, latency, at);
@@ -928,7 +1049,8 @@ impl Session<'_, '_> {
                     }
                     if now >= deadline {
                         // Speech that never paused after the reference: the bot talked on.
-                        let recent = prev.is_some_and(|p| now - p <= STOP_GAP);
+                        let recent = prev
+                            .is_some_and(|p| now.saturating_duration_since(p.end()) <= STOP_GAP);
                         if flowing && recent {
                             if let Some(m) = record {
                                 self.record(m, Duration::ZERO, now);

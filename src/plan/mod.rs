@@ -223,12 +223,21 @@ pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
 /// Every `mark:` name and implicit mark a plan can refer to with `from:`.
 fn known_marks(plan: &Plan) -> Vec<String> {
     let mut marks: Vec<String> = KNOWN_EVENTS.iter().map(|s| s.to_string()).collect();
-    marks.extend(["interrupt", "speech_start", "speech_end", "connected"].map(String::from));
+    marks.extend(
+        [
+            "interrupt",
+            "speech_start",
+            "speech_end",
+            "connected",
+            "audio_stops",
+            "audio_resumes",
+        ]
+        .map(String::from),
+    );
     for (si, sc) in plan.scenarios.iter().enumerate() {
         walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
-            if let Some(m) = step.mark.as_ref().or(step.await_.as_ref()) {
-                marks.push(m.clone());
-            }
+            let named = [&step.mark, &step.await_, &step.expect, &step.check];
+            marks.extend(named.into_iter().flatten().cloned());
         });
     }
     marks
@@ -409,6 +418,31 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                         format!("`{name}` is a ratio 0..1: write e.g. `> 0.99`, not `{e}`"),
                         None,
                     ));
+                } else if !(0.0..=1.0).contains(&e.limit) {
+                    errs.push(lp.diag(
+                        &path,
+                        format!(
+                            "`{name}: {e}` compares a ratio with {}, outside 0..1",
+                            e.limit
+                        ),
+                        None,
+                    ));
+                } else {
+                    use threshold::Op;
+                    let always = matches!((e.op, e.limit), (Op::Ge, l) if l <= 0.0)
+                        || matches!((e.op, e.limit), (Op::Le, l) if l >= 1.0);
+                    let never = matches!((e.op, e.limit), (Op::Lt, l) if l <= 0.0)
+                        || matches!((e.op, e.limit), (Op::Gt, l) if l >= 1.0);
+                    if always || never {
+                        errs.push(lp.diag(
+                            &path,
+                            format!(
+                                "`{name}: {e}` can never {}",
+                                if always { "fail" } else { "pass" }
+                            ),
+                            None,
+                        ));
+                    }
                 }
             } else {
                 match e.stat {
