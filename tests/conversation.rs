@@ -439,8 +439,52 @@ async fn example_plan_passes(name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_interruptions() {
-    example_plan_passes("interruptions").await;
+async fn example_interruptions_writes_every_report() {
+    let out = temp_dir("interruptions-all").join("out");
+    let argv = [
+        "planrun",
+        "plans/interruptions.yaml",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    assert_eq!(dispatch(Cli::parse_from(argv)).await, exit::PASSED);
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let metrics: Value = serde_json::from_str(&read("metrics.json")).unwrap();
+    assert_eq!(metrics["iterations"]["failed"], 0);
+    assert_eq!(metrics["metrics"]["barge_in"]["count"], 12);
+    let run: Value = serde_json::from_str(&read("run.json")).unwrap();
+    let iterations = run["iterations"].as_array().unwrap();
+    let events: usize = iterations
+        .iter()
+        .map(|i| 2 + i["markers"].as_array().unwrap().len() + usize::from(!i["failure"].is_null()))
+        .sum();
+    let mut csv = csv::Reader::from_path(out.join("timeline.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), events);
+    for kind in [
+        "interrupt",
+        "audio_stops",
+        "first_audio",
+        "speech_end",
+        "response_end",
+    ] {
+        assert!(
+            rows.iter().any(|r| &r[4] == kind),
+            "{kind} missing from timeline.csv"
+        );
+    }
+    let junit = read("junit.xml");
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let cases = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
+    assert_eq!(cases, 7 + 1, "seven thresholds and one scenario");
+    assert!(!doc.descendants().any(|n| n.has_tag_name("failure")));
+    let html = read("report.html");
+    assert!(html.contains("<svg") && html.contains("barge_in"));
+    assert!(read("summary.md").contains("PASSED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
