@@ -690,3 +690,29 @@ scenarios:
     let msg = json["failures"][0]["message"].as_str().unwrap();
     assert!(msg.contains("stopped reading"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_just_ends_is_not_a_barge_in() {
+    // The agent ignores the caller for 30 s, but its 1 s reply ends on its own right after the
+    // interruption: audio stops, yet the bot never stopped for the caller.
+    let yaml = "name: ignore
+target:
+  url: builtin
+  agent: {reply_duration: 1s, barge_in_delay: 30s}
+load: {users: 1, iterations: 1}
+scenarios:
+  - name: cut_off
+    steps:
+      - send: speech_start
+      - send_audio: audio_files/mhmm.wav
+      - send: speech_end
+      - await: first_audio
+      - interrupt: {after: 800ms, audio: audio_files/mhmm.wav}
+      - expect: audio_stops
+        within: 500ms
+";
+    let (_, json) = run_yaml("ignore", yaml).await;
+    assert_eq!(json["errors"]["expectation_failed"], 1, "{json}");
+    let msg = json["failures"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("did not stop"), "{msg}");
+}

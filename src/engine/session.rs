@@ -961,6 +961,21 @@ impl Session<'_, '_> {
                                 "the bot was not speaking when interrupted".into(),
                             ));
                         }
+                        // A reply that simply ran to its end is not a bot that stopped for the
+                        // caller: the raw protocol says a barge-in is answered by `interrupted`.
+                        let named_since = |name: &str| {
+                            self.queue.iter().any(|e| {
+                                e.at >= reference
+                                    && matches!(&e.kind, Kind::Event { name: n, .. } if n == name)
+                            })
+                        };
+                        if named_since("response_end") && !named_since("interrupted") {
+                            return Err(expectation(
+                                "the reply ran to its end (`response_end` without `interrupted`): \
+                                 the bot did not stop for the interruption"
+                                    .into(),
+                            ));
+                        }
                         let latency = stop_at - reference;
                         if let Some(m) = record {
                             self.record(m, latency, stop_at);
