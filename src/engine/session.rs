@@ -471,7 +471,7 @@ impl Session<'_, '_> {
                 check,
             } => {
                 let result = self
-                    .expect(
+                    .evaluate(
                         step,
                         what,
                         record.as_deref(),
@@ -887,7 +887,7 @@ impl Session<'_, '_> {
         }
     }
 
-    async fn expect(
+    async fn evaluate(
         &mut self,
         step: &StepSpec,
         what: &Expectation,
