@@ -208,7 +208,8 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Iteration counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct IterationCounts {
     pub total: u64,
     pub succeeded: u64,
@@ -297,11 +298,11 @@ impl Summary {
     }
 
     /// Failure counts by class.
-    pub fn errors(&self) -> BTreeMap<&'static str, u64> {
+    pub fn errors(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for r in self.completed() {
             if let Some(f) = &r.failure {
-                *out.entry(f.class.as_str()).or_insert(0) += 1;
+                *out.entry(f.class.as_str().to_string()).or_insert(0) += 1;
             }
         }
         out

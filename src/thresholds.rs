@@ -3,7 +3,7 @@
 //! A threshold on a metric that got no samples fails: a broken scenario must not pass CI by
 //! measuring nothing.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
@@ -11,7 +11,8 @@ use crate::plan::threshold::Stat;
 use crate::plan::{CHECKS, SUCCESS_RATE};
 
 /// The verdict on one threshold expression.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ThresholdResult {
     pub metric: String,
     pub expression: String,

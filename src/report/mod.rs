@@ -118,8 +118,10 @@ impl RunEnvironment {
     }
 }
 
-/// The run's result: written as `metrics.json`, and the context of every template.
-#[derive(Debug, Clone, Serialize)]
+/// The run's result: written as `metrics.json`, and the context of every template. Read back
+/// leniently (missing fields take defaults) for re-rendering and comparing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunReport {
     pub plan: String,
     pub description: Option<String>,
@@ -135,7 +137,7 @@ pub struct RunReport {
     pub iterations: IterationCounts,
     pub aborted_iterations: u64,
     pub success_rate: Option<f64>,
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub scenarios: BTreeMap<String, IterationCounts>,
     pub metrics: BTreeMap<String, MetricReport>,
     /// Metric names in plan order (JSON objects are unordered).
@@ -237,56 +239,10 @@ impl RunReport {
     }
 }
 
-/// Iteration counts as read back from `metrics.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Counts {
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-}
+/// `metrics.json` read back: the same type as what was written.
+pub type ReportView = RunReport;
 
-/// A threshold verdict as read back from `metrics.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ThresholdView {
-    pub metric: String,
-    pub expression: String,
-    pub observed: Option<f64>,
-    pub passed: bool,
-    pub observed_text: String,
-}
-
-/// `metrics.json` read back (leniently: missing fields take defaults), for rendering,
-/// comparing and re-rendering.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ReportView {
-    pub plan: String,
-    pub description: Option<String>,
-    pub plan_file: String,
-    pub passed: bool,
-    pub aborted: bool,
-    pub target: String,
-    pub started_at: String,
-    pub elapsed_s: f64,
-    pub users: u32,
-    pub seed: u64,
-    pub iterations: Counts,
-    pub aborted_iterations: u64,
-    pub success_rate: Option<f64>,
-    pub errors: BTreeMap<String, u64>,
-    pub scenarios: BTreeMap<String, Counts>,
-    pub metrics: BTreeMap<String, MetricReport>,
-    pub metric_order: Vec<String>,
-    pub thresholds: Vec<ThresholdView>,
-    pub failures: Vec<FailureSample>,
-    pub generator: GeneratorHealth,
-    pub environment: RunEnvironment,
-    pub histograms: BTreeMap<String, String>,
-}
-
-impl ReportView {
+impl RunReport {
     /// Metric names in report order (`metric_order`, then any others).
     pub fn metric_names(&self) -> Vec<String> {
         let mut names = self.metric_order.clone();
