@@ -1,22 +1,14 @@
 //! The conversation language against the built-in agent: every behaviour is measured, and each
 //! test shows the measurement would catch a regression (a misbehaving agent fails it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
 use planrun::cli::{Cli, dispatch, exit};
 use serde_json::Value;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("planrun-conv-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::temp_dir;
 
 /// Run a plan file through the CLI; returns the exit code and metrics.json.
 async fn run_file(path: &Path, tag: &str) -> (u8, Value) {

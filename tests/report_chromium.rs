@@ -8,6 +8,9 @@ use std::process::Command;
 use clap::Parser;
 use planrun::cli::{Cli, dispatch};
 
+mod common;
+use common::temp_dir;
+
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
@@ -31,12 +34,7 @@ async fn report_html_renders_in_headless_chromium() {
         eprintln!("NOTICE: chromium not found; skipping the screenshot test");
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("planrun-chromium-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("chromium");
     let plan = dir.join("p.yaml");
     std::fs::write(
         &plan,

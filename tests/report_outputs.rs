@@ -3,35 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-use planrun::cli::{Cli, dispatch, exit};
+use planrun::cli::exit;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "planrun-report-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn run_cli(args: &[&str]) -> u8 {
-    let mut argv = vec!["planrun"];
-    argv.extend_from_slice(args);
-    dispatch(Cli::parse_from(argv)).await
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&read(p)).unwrap()
-}
+mod common;
+use common::{json, read, run_cli, temp_dir};
 
 const PLAN: &str = "name: reports
 target:

@@ -5,29 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use planrun::agent::{self, AgentConfig};
-use planrun::cli::{Cli, dispatch, exit};
+use planrun::cli::exit;
 use planrun::dist::Dist;
 use planrun::engine::{self, Progress};
 use planrun::plan;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "planrun-test-{tag}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+mod common;
+use common::{json, run_cli, temp_dir};
 
 fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -68,15 +53,8 @@ thresholds:
     )
 }
 
-async fn run_cli(args: &[&str]) -> u8 {
-    let mut argv = vec!["planrun"];
-    argv.extend_from_slice(args);
-    dispatch(Cli::parse_from(argv)).await
-}
-
 fn read_json(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    json(&dir.join("metrics.json"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
