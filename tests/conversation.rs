@@ -554,7 +554,11 @@ report:
     );
 
     // `failed` keeps only the calls that failed.
-    std::fs::write(&path, plan("failed", ", faults: {drop: 0.5}")).unwrap();
+    std::fs::write(
+        &path,
+        plan("failed", ", faults: {drop: 0.5}").replace("iterations: 2", "iterations: 6"),
+    )
+    .unwrap();
     let out = dir.join("out2");
     let argv = [
         "planrun",
@@ -567,6 +571,8 @@ report:
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let failed = json["iterations"]["failed"].as_u64().unwrap() as usize;
+    // Some calls fail and some succeed, so "only the failed ones" is really tested.
+    assert!((1..6).contains(&failed), "want a mix of outcomes: {json}");
     let saved = std::fs::read_dir(out.join("audio")).map_or(0, |d| d.count());
     assert_eq!(saved, failed, "{json}");
 }
