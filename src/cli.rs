@@ -540,7 +540,9 @@ async fn run_once(
     if !setup.quiet {
         eprintln!(
             "planrun: running `{}` with {} user(s) against {}",
-            compiled.name, compiled.load.users, compiled.target.url
+            compiled.name,
+            compiled.load.users,
+            crate::redact::redact(&compiled.target.url.to_string())
         );
     }
     let builtin = compiled.target.url == TargetUrl::Builtin;

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod metrics;
 pub mod plan;
 pub mod protocol;
+pub mod redact;
 pub mod report;
 pub mod resources;
 pub mod thresholds;

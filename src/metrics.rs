@@ -11,8 +11,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// The connection could not be opened (refused, DNS, handshake, connect timeout).
+    /// The connection could not be opened (refused, DNS, connect timeout).
     ConnectError,
+    /// The server answered the WebSocket handshake with an HTTP error (401, 404, ...).
+    HandshakeRejected,
+    /// TLS failed (untrusted certificate, wrong host name, not TLS at all).
+    TlsError,
     /// An `await` (or the scenario) ran out of time.
     Timeout,
     /// The server closed the connection mid-iteration.
@@ -35,6 +39,8 @@ impl FailureClass {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureClass::ConnectError => "connect_error",
+            FailureClass::HandshakeRejected => "handshake_rejected",
+            FailureClass::TlsError => "tls_error",
             FailureClass::Timeout => "timeout",
             FailureClass::ConnectionClosed => "connection_closed",
             FailureClass::ProtocolError => "protocol_error",

@@ -13,6 +13,11 @@
 //! Unknown server message types are passed through as [`ServerEvent::Other`] so plans can await
 //! them; malformed JSON is a protocol error.
 
+pub mod client;
+pub mod custom;
+pub mod openai;
+pub mod twilio;
+
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,6 +1,7 @@
 //! The engine: turns a compiled plan into concurrent virtual users and collects what they
 //! measured. Knows nothing of report formats.
 
+pub mod connect;
 mod session;
 
 use std::sync::Arc;
@@ -213,10 +214,20 @@ pub async fn run(
         TargetUrl::Url(_) => None,
     };
     let url = match (&agent, &plan.target.url) {
-        (Some(a), _) => a.url(),
+        (Some(a), _) => format!(
+            "{}{}",
+            a.url().trim_end_matches('/'),
+            plan.target.wire.builtin_path
+        ),
         (None, TargetUrl::Url(u)) => u.clone(),
         (None, TargetUrl::Builtin) => String::new(),
     };
+    let wire = &plan.target.wire;
+    let mut conn = connect::Connection::new(&url, &wire.query);
+    conn.headers = wire.headers.clone();
+    conn.subprotocols = wire.subprotocols.clone();
+    conn.tls = wire.tls.clone();
+    let conn = Arc::new(conn);
 
     let main_metric = plan
         .metrics
@@ -229,7 +240,6 @@ pub async fn run(
         .unwrap_or_else(|| "iteration".into());
     progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
-    let url_arc: Arc<str> = Arc::from(url.as_str());
     let run_start = Instant::now();
     let deadline = plan.load.duration.map(|d| run_start + d);
     let users = plan.load.users;
@@ -245,7 +255,7 @@ pub async fn run(
         tasks.spawn(user_loop(
             user,
             plan_arc.clone(),
-            url_arc.clone(),
+            conn.clone(),
             run_start,
             run_start + offset,
             deadline,
@@ -267,7 +277,7 @@ pub async fn run(
     let aborted = *stop.borrow();
     Ok(RunOutcome {
         summary: Summary::new(total, plan.metrics.clone(), elapsed, aborted),
-        target: url,
+        target: conn.display_url(),
         started_at,
     })
 }
@@ -276,7 +286,7 @@ pub async fn run(
 async fn user_loop(
     user: u32,
     plan: Arc<CompiledPlan>,
-    url: Arc<str>,
+    conn: Arc<connect::Connection>,
     run_start: Instant,
     start_at: Instant,
     deadline: Option<Instant>,
@@ -302,7 +312,8 @@ async fn user_loop(
         let scenario = &plan.scenarios[idx];
         let begin = Instant::now();
         let mut ctx = session::Ctx {
-            url: &url,
+            conn: &conn,
+            wire: &plan.target.wire,
             connect_timeout: plan.target.connect_timeout,
             sample_rate: plan.target.sample_rate,
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,

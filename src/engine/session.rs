@@ -18,12 +18,9 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::audio;
 use crate::dist::format_duration;
@@ -31,9 +28,18 @@ use crate::metrics::{Failure, FailureClass, Marker, Recorder, Sample};
 use crate::plan::compile::{
     Action, AudioOut, Capture, DEFAULT_AWAIT_TIMEOUT, Expectation, ScenarioSpec, StepSpec,
 };
-use crate::protocol::{self, Control, ServerEvent};
+use crate::plan::model::ProtocolKind;
+use crate::plan::target::WireSpec;
+use crate::protocol::client::{Codec, RawCodec, WireEvent};
+use crate::protocol::custom::CustomCodec;
+use crate::protocol::openai::OpenAiCodec;
+use crate::protocol::twilio::TwilioCodec;
+use crate::protocol::{Control, ProtocolError};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use super::connect::{self, Connection, Ws};
+
+/// Frame length of the silence sent between utterances with `continuous_audio`.
+const IDLE_FRAME: Duration = Duration::from_millis(20);
 
 /// A pause in the bot's speech longer than this means it stopped talking.
 pub const STOP_GAP: Duration = Duration::from_millis(250);
@@ -43,7 +49,8 @@ pub const RESUME_GAP: Duration = Duration::from_millis(100);
 
 /// What the iteration needs from its user.
 pub struct Ctx<'a> {
-    pub url: &'a str,
+    pub conn: &'a Connection,
+    pub wire: &'a WireSpec,
     pub connect_timeout: Duration,
     pub sample_rate: u32,
     pub speech_threshold_dbfs: f64,
@@ -65,7 +72,12 @@ struct Inbound {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Event { name: String, json: Option<Value> },
+    Event {
+        name: String,
+        json: Option<Value>,
+        /// Never "unexpected" in a strict `expect`.
+        informational: bool,
+    },
     ServerError(String),
 }
 
@@ -167,6 +179,9 @@ struct Session<'c, 'a> {
     last_chunk: Option<(Instant, Duration)>,
     closed: Option<String>,
     trace: Trace,
+    codec: Codec,
+    /// When the next silence frame is due (`continuous_audio`, between utterances).
+    idle_next: Option<Instant>,
     /// Text of the last clip sent, attached to the next `speech_end`.
     said: Option<String>,
     connected: Instant,
@@ -180,36 +195,42 @@ fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Fai
     }
 }
 
-fn connect_failure(message: String) -> (Trace, Option<Failure>) {
+fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failure>) {
     (
         Trace::default(),
         Some(Failure {
-            class: FailureClass::ConnectError,
+            class,
             step: String::new(),
             message,
         }),
     )
 }
 
+/// The wire adapter of one call.
+fn new_codec(wire: &WireSpec, rate: u32, rng: &mut StdRng) -> Codec {
+    match (&wire.protocol, &wire.custom) {
+        (ProtocolKind::Twilio, _) => {
+            Codec::Twilio(TwilioCodec::new(wire.twilio_parameters.clone(), rng))
+        }
+        (ProtocolKind::OpenaiRealtime, _) => Codec::OpenAi(OpenAiCodec::new(
+            wire.openai.turn_detection,
+            wire.openai.session.clone(),
+            rate,
+        )),
+        (ProtocolKind::Custom, Some(proto)) => Codec::Custom(CustomCodec::new(proto.clone(), rng)),
+        _ => Codec::Raw(RawCodec { sample_rate: rate }),
+    }
+}
+
 /// Run one iteration of `scenario`. Returns its trace and the failure, if any.
 pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace, Option<Failure>) {
     let started = Instant::now();
-    let mut config = WebSocketConfig::default();
-    config.max_write_buffer_size = 4 << 20;
-    config.write_buffer_size = 0;
-    let connect = tokio_tungstenite::connect_async_with_config(ctx.url, Some(config), true);
-    let ws = match tokio::time::timeout(ctx.connect_timeout, connect).await {
-        Ok(Ok((ws, _resp))) => ws,
-        Ok(Err(e)) => return connect_failure(format!("cannot connect to {}: {e}", ctx.url)),
-        Err(_) => {
-            return connect_failure(format!(
-                "connecting to {} took longer than {}",
-                ctx.url,
-                format_duration(ctx.connect_timeout)
-            ));
-        }
+    let ws: Ws = match connect::open(ctx.conn, ctx.connect_timeout).await {
+        Ok(ws) => ws,
+        Err((class, message)) => return connect_failure(class, message),
     };
     let connected = Instant::now();
+    let codec = new_codec(ctx.wire, ctx.sample_rate, ctx.rng);
     let (sink, stream) = ws.split();
     let mut s = Session {
         ctx,
@@ -229,6 +250,8 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         last_chunk: None,
         closed: None,
         trace: Trace::default(),
+        codec,
+        idle_next: None,
         said: None,
         connected,
     };
@@ -237,8 +260,11 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
     s.mark("connected", connected, String::new());
 
     let deadline = scenario.timeout.map(|t| started + t);
-    let mut failure = None;
-    for step in &scenario.steps {
+    let mut failure = s.open_protocol(scenario).await.err();
+    if s.ctx.wire.continuous_audio {
+        s.idle_next = Some(connected + IDLE_FRAME);
+    }
+    for step in scenario.steps.iter().take_while(|_| failure.is_none()) {
         let result = match deadline {
             Some(d) => timeout_at(d, s.step(step)).await.unwrap_or_else(|_| {
                 Err(fail(
@@ -437,8 +463,13 @@ impl Session<'_, '_> {
                 } else {
                     Control::SpeechStart
                 };
-                self.send(step, protocol::encode_client_control(control))
-                    .await?;
+                let msgs = self
+                    .codec
+                    .control(control, None, Instant::now())
+                    .map_err(|e| encode_failure(step, e))?;
+                for msg in msgs {
+                    self.send(step, msg).await?;
+                }
                 let at = Instant::now();
                 self.marks.insert("interrupt".into(), at);
                 self.last_interrupt = Some(at);
@@ -502,11 +533,18 @@ impl Session<'_, '_> {
     }
 
     async fn send_control(&mut self, step: &StepSpec, control: Control) -> Result<(), Failure> {
-        let msg = match (control, self.said.take()) {
-            (Control::SpeechEnd, Some(text)) => protocol::encode_speech_end_with_text(&text),
-            _ => protocol::encode_client_control(control),
+        let text = if control == Control::SpeechEnd {
+            self.said.take()
+        } else {
+            None
         };
-        self.send(step, msg).await?;
+        let msgs = self
+            .codec
+            .control(control, text.as_deref(), Instant::now())
+            .map_err(|e| encode_failure(step, e))?;
+        for msg in msgs {
+            self.send(step, msg).await?;
+        }
         let now = Instant::now();
         match control {
             Control::SpeechEnd => self.set_anchor(now),
@@ -525,28 +563,91 @@ impl Session<'_, '_> {
     }
 
     async fn send(&mut self, step: &StepSpec, msg: Message) -> Result<(), Failure> {
+        self.send_msg(msg)
+            .await
+            .map_err(|(class, message)| fail(class, step, message))
+    }
+
+    async fn send_msg(&mut self, msg: Message) -> Result<(), (FailureClass, String)> {
         if let Some(why) = &self.closed {
-            return Err(fail(
+            return Err((
                 FailureClass::ConnectionClosed,
-                step,
                 format!("cannot send: {why}"),
             ));
         }
         let deadline = Instant::now() + SEND_TIMEOUT;
         tokio::select! {
             r = self.sink.send(msg) => {
-                r.map_err(|e| fail(FailureClass::SendError, step, format!("sending failed: {e}")))
+                r.map_err(|e| (FailureClass::SendError, format!("sending failed: {e}")))
             }
-            _ = wait_stop(&mut self.ctx.stop) => Err(fail(FailureClass::Aborted, step, "run stopped")),
-            _ = sleep_until(deadline) => Err(fail(
+            _ = wait_stop(&mut self.ctx.stop) => Err((FailureClass::Aborted, "run stopped".into())),
+            _ = sleep_until(deadline) => Err((
                 FailureClass::SendError,
-                step,
                 format!(
                     "the server stopped reading: a send did not complete within {}",
                     format_duration(SEND_TIMEOUT)
                 ),
             )),
         }
+    }
+
+    /// The adapter's opening messages (Twilio's `connected`/`start`, Realtime's
+    /// `session.update`).
+    async fn open_protocol(&mut self, scenario: &ScenarioSpec) -> Result<(), Failure> {
+        let at_open = |class, message| Failure {
+            class,
+            step: format!(
+                "scenario `{}`, opening the {} protocol",
+                scenario.name,
+                self.ctx.wire.protocol.name()
+            ),
+            message,
+        };
+        let msgs = match self.codec.open() {
+            Ok(m) => m,
+            Err(e) => return Err(at_open(FailureClass::ProtocolError, e.0)),
+        };
+        for msg in msgs {
+            if let Err((class, message)) = self.send_msg(msg).await {
+                return Err(at_open(class, message));
+            }
+        }
+        Ok(())
+    }
+
+    /// When the session next has something to send by itself.
+    fn next_tick(&self) -> Option<Instant> {
+        match (self.idle_next, self.codec.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Send what is due: a silence frame between utterances, the adapter's own messages.
+    async fn tick(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        let now = Instant::now();
+        if let Some(due) = self.idle_next.filter(|d| *d <= now) {
+            let n =
+                (u64::from(self.ctx.sample_rate) * IDLE_FRAME.as_millis() as u64 / 1000) as usize;
+            let msg = self
+                .codec
+                .audio(&vec![0; n])
+                .map_err(|e| encode_failure(step, e))?;
+            self.send(step, msg).await?;
+            // Keep the cadence; after a long stall start afresh rather than bursting.
+            let next = due + IDLE_FRAME;
+            self.idle_next = Some(if next + IDLE_FRAME * 5 < now {
+                now + IDLE_FRAME
+            } else {
+                next
+            });
+        }
+        if self.codec.next_due().is_some_and(|d| d <= now) {
+            for msg in self.codec.due(now) {
+                self.send(step, msg).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Stream a clip from `start`; returns the scheduled end of its speech (before any
@@ -568,14 +669,25 @@ impl Session<'_, '_> {
         self.mark("audio_start", start, out.label.clone());
         self.said = out.text.clone();
         let realtime = out.pacing == crate::plan::model::Pacing::Realtime;
+        let idle = self.idle_next.take().is_some();
+        let mut last_due = start;
         for (i, samples) in out.clip.frames(out.frame).enumerate() {
             if realtime {
                 let due = start + out.frame * (i as u32 + 1);
                 self.pump_until(step, due).await?;
                 let lag = Instant::now().saturating_duration_since(due);
                 self.ctx.rec.record_send_lag(lag);
+                last_due = due;
             }
-            self.send(step, protocol::encode_audio(&samples)).await?;
+            let msg = self
+                .codec
+                .audio(&samples)
+                .map_err(|e| encode_failure(step, e))?;
+            self.send(step, msg).await?;
+        }
+        if idle {
+            self.idle_next =
+                Some(last_due.max(Instant::now().min(last_due + IDLE_FRAME)) + IDLE_FRAME);
         }
         Ok(if realtime { speech_end } else { Instant::now() })
     }
@@ -590,10 +702,12 @@ impl Session<'_, '_> {
                     _ = sleep_until(until) => return Ok(()),
                 }
             }
+            let tick = self.next_tick();
             tokio::select! {
                 biased;
                 _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
                 _ = sleep_until(until) => return Ok(()),
+                _ = sleep_until(tick.unwrap_or(until)), if tick.is_some_and(|t| t < until) => self.tick(step).await?,
                 msg = self.stream.next() => self.ingest(step, msg)?,
             }
         }
@@ -619,51 +733,22 @@ impl Session<'_, '_> {
                 self.closed_at = step.position();
             }
             Some(Err(e)) => {
-                let why = format!("the connection failed: {e}");
+                let (class, why) = connect::classify_read_error(&e);
                 self.mark("closed", at, why.clone());
-                self.closed = Some(why);
+                self.closed = Some(why.clone());
                 self.closed_at = step.position();
+                if class == FailureClass::ProtocolError {
+                    return Err(fail(class, step, why));
+                }
             }
-            Some(Ok(Message::Binary(bytes))) => self.ingest_audio(&bytes, at),
-            Some(Ok(Message::Text(text))) => {
-                let json: Value = serde_json::from_str(&text).map_err(|e| {
-                    fail(
-                        FailureClass::ProtocolError,
-                        step,
-                        format!(
-                            "server sent text that is not JSON ({e}): {}",
-                            preview(&text)
-                        ),
-                    )
-                })?;
-                let event = protocol::decode_server_value(&json)
+            Some(Ok(msg @ (Message::Binary(_) | Message::Text(_)))) => {
+                let events = self
+                    .codec
+                    .decode(&msg, at)
                     .map_err(|e| fail(FailureClass::ProtocolError, step, e.0))?;
-                let kind = match event {
-                    ServerEvent::Error(message) => {
-                        self.mark("error", at, message.clone());
-                        Kind::ServerError(message)
-                    }
-                    other => {
-                        let detail = match &other {
-                            ServerEvent::Transcript(t) => t.clone(),
-                            ServerEvent::ToolCall(n) => n.clone(),
-                            _ => String::new(),
-                        };
-                        let name = other.kind().to_string();
-                        if name != "metrics" {
-                            self.mark(&name, at, detail);
-                        }
-                        if name == "response_end" {
-                            self.playout_end = None;
-                            self.last_chunk = None;
-                        }
-                        Kind::Event {
-                            name,
-                            json: Some(json),
-                        }
-                    }
-                };
-                self.queue.push_back(Inbound { at, kind });
+                for event in events {
+                    self.ingest_event(event, at);
+                }
             }
             Some(Ok(Message::Close(frame))) => {
                 let why = match frame {
@@ -687,14 +772,48 @@ impl Session<'_, '_> {
         Ok(())
     }
 
+    /// Queue a decoded event, log audio, record captures.
+    fn ingest_event(&mut self, event: WireEvent, at: Instant) {
+        let kind = match event {
+            WireEvent::Audio(samples) => return self.ingest_audio(&samples, at),
+            WireEvent::Capture { metric, ms } => {
+                return self.record(&metric, Duration::from_secs_f64(ms / 1000.0), at);
+            }
+            WireEvent::Error(message) => {
+                self.mark("error", at, message.clone());
+                Kind::ServerError(message)
+            }
+            WireEvent::Event {
+                name,
+                json,
+                detail,
+                informational,
+            } => {
+                if !informational {
+                    self.mark(&name, at, detail);
+                }
+                if name == "response_end" {
+                    self.playout_end = None;
+                    self.last_chunk = None;
+                }
+                Kind::Event {
+                    name,
+                    json: Some(json),
+                    informational,
+                }
+            }
+        };
+        self.queue.push_back(Inbound { at, kind });
+    }
+
     /// Log a reply audio chunk and update the audio-quality measurements.
-    fn ingest_audio(&mut self, bytes: &[u8], at: Instant) {
-        if bytes.len() < 2 {
+    fn ingest_audio(&mut self, pcm: &[i16], at: Instant) {
+        if pcm.is_empty() {
             return;
         }
-        let samples = bytes.len() / 2;
+        let samples = pcm.len();
         let dur = Duration::from_secs_f64(samples as f64 / f64::from(self.ctx.sample_rate));
-        let speech = audio::dbfs_le_bytes(bytes) >= self.ctx.speech_threshold_dbfs;
+        let speech = audio::dbfs(pcm) >= self.ctx.speech_threshold_dbfs;
 
         // Glitch: the chunk arrives after everything received so far has finished playing
         // (a playout underrun) while the user was silent; a pause the user caused is expected.
@@ -743,7 +862,7 @@ impl Session<'_, '_> {
                 if heard.len() < pos {
                     heard.resize(pos, 0);
                 }
-                heard.extend(protocol::decode_pcm16(bytes));
+                heard.extend_from_slice(pcm);
                 heard.truncate(cap);
             }
         }
@@ -802,12 +921,16 @@ impl Session<'_, '_> {
             }
             while !is_audio && let Some(e) = self.queue.pop_front() {
                 match e.kind {
-                    Kind::Event { name: got, json } => {
+                    Kind::Event {
+                        name: got,
+                        json,
+                        informational,
+                    } => {
                         if got == name {
                             return Ok((e.at, json));
                         }
-                        // Server metrics are informational: never "unexpected".
-                        if strict && got != "metrics" {
+                        // Server metrics and progress notes are never "unexpected".
+                        if strict && !informational {
                             return Err(fail(
                                 FailureClass::UnexpectedEvent,
                                 step,
@@ -835,9 +958,11 @@ impl Session<'_, '_> {
                     format!("{why} while waiting for `{name}`"),
                 ));
             }
+            let tick = self.next_tick();
             tokio::select! {
                 biased;
                 _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
+                _ = sleep_until(tick.unwrap_or(deadline)), if tick.is_some_and(|t| t < deadline) => self.tick(step).await?,
                 _ = sleep_until(deadline) => {
                     return Err(fail(
                         FailureClass::Timeout,
@@ -1090,6 +1215,9 @@ impl Session<'_, '_> {
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(500);
+        for msg in self.codec.close().unwrap_or_default() {
+            let _ = timeout_at(deadline, self.sink.send(msg)).await;
+        }
         let _ = timeout_at(deadline, self.sink.send(Message::Close(None))).await;
         let _ = timeout_at(deadline, async {
             while let Some(Ok(m)) = self.stream.next().await {
@@ -1100,6 +1228,11 @@ impl Session<'_, '_> {
         })
         .await;
     }
+}
+
+/// A message the adapter could not build (a custom template failed).
+fn encode_failure(step: &StepSpec, e: ProtocolError) -> Failure {
+    fail(FailureClass::ProtocolError, step, e.0)
 }
 
 fn preview(text: &str) -> String {

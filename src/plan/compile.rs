@@ -72,6 +72,8 @@ pub struct TargetSpec {
     pub jitter_buffer: Duration,
     pub connect_timeout: Duration,
     pub agent: AgentSpec,
+    /// Protocol adapter and connection settings.
+    pub wire: super::target::WireSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -510,10 +512,11 @@ impl Cx<'_> {
 /// Compile a validated plan. Audio files are decoded (and resampled) once each.
 pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     let plan = &lp.plan;
-    let rate = plan.target.sample_rate;
+    let rate = plan.target.rate();
     let mut clips: HashMap<PathBuf, Arc<Clip>> = HashMap::new();
     let mut errs: Vec<Diagnostic> = Vec::new();
     let mut scenarios = Vec::new();
+    let wire = super::target::compile_wire(lp, &mut errs);
 
     let mut cx = Cx {
         lp,
@@ -551,12 +554,13 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         description: plan.description.clone(),
         source: lp.path.clone(),
         target: TargetSpec {
-            url: TargetUrl::parse(&plan.target.url),
+            url: TargetUrl::parse(&wire.url),
             sample_rate: rate,
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
             jitter_buffer: plan.target.jitter_buffer.0,
             connect_timeout: plan.target.connect_timeout.0,
             agent: plan.target.agent.clone(),
+            wire,
         },
         load: LoadSpec {
             users: load.users.0.first().copied().unwrap_or(1),

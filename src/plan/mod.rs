@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod target;
 pub mod threshold;
 
 use std::collections::BTreeSet;
@@ -272,12 +273,12 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             Some("use `builtin` for the embedded reference agent".into()),
         ));
     }
-    if !(8_000..=48_000).contains(&plan.target.sample_rate) {
+    if !(8_000..=48_000).contains(&plan.target.rate()) {
         errs.push(lp.diag(
             &plan_path!["target", "sample_rate"],
             format!(
                 "sample_rate {} is outside 8000..=48000 Hz",
-                plan.target.sample_rate
+                plan.target.rate()
             ),
             None,
         ));
@@ -689,7 +690,7 @@ fn validate_audio(
         ));
     }
     if let Some(freq) = t.freq
-        && !(20.0..=f64::from(lp.plan.target.sample_rate) / 2.0).contains(&freq)
+        && !(20.0..=f64::from(lp.plan.target.rate()) / 2.0).contains(&freq)
     {
         errs.push(lp.diag(
             path,

@@ -163,12 +163,40 @@ pub struct Plan {
 pub struct Target {
     /// `builtin` (start the embedded reference agent on a loopback port) or a `ws://`/`wss://` URL.
     pub url: String,
-    /// Wire protocol adapter.
+    /// Wire protocol adapter: `raw` (default), `twilio`, `openai-realtime` or `custom`.
     #[serde(default)]
     pub protocol: ProtocolKind,
-    /// Audio sample rate in Hz, both directions (PCM16 mono).
-    #[serde(default = "default_sample_rate")]
-    pub sample_rate: u32,
+    /// Audio sample rate in Hz, both directions (mono). Default: the protocol's own rate
+    /// (raw 16000, twilio 8000, openai-realtime 24000, custom: `custom.sample_rate`).
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
+    /// HTTP headers of the WebSocket handshake. Values may use `{{ env.NAME }}`; such values
+    /// are secrets: they never appear in reports or the console.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters appended to the URL (values may use `{{ env.NAME }}`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// WebSocket subprotocols offered in the handshake (`Sec-WebSocket-Protocol`).
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// TLS settings for `wss://` targets.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Keep sending silence frames while the caller is not speaking, as a phone line or an
+    /// open microphone does (server-side VADs need it to notice the end of speech).
+    /// Default: on for `twilio` and `openai-realtime` with server VAD, off otherwise.
+    #[serde(default)]
+    pub continuous_audio: Option<bool>,
+    /// Settings of the `twilio` adapter.
+    #[serde(default)]
+    pub twilio: TwilioSpec,
+    /// Settings of the `openai-realtime` adapter.
+    #[serde(default)]
+    pub openai: OpenAiSpec,
+    /// The mapping of the `custom` adapter.
+    #[serde(default)]
+    pub custom: Option<crate::protocol::custom::CustomSpec>,
     /// Give up connecting after this long (counted as a `connect_error`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
@@ -185,6 +213,26 @@ pub struct Target {
     pub agent: AgentSpec,
 }
 
+impl Target {
+    /// The audio sample rate on the wire: the plan's, or the protocol's own.
+    pub fn rate(&self) -> u32 {
+        if let Some(rate) = self.sample_rate {
+            return rate;
+        }
+        match self.protocol {
+            ProtocolKind::Raw => 16_000,
+            ProtocolKind::Twilio => crate::protocol::twilio::SAMPLE_RATE,
+            ProtocolKind::OpenaiRealtime => crate::protocol::openai::SAMPLE_RATE,
+            ProtocolKind::Custom => self
+                .custom
+                .as_ref()
+                .and_then(|c| c.resolved().ok())
+                .and_then(|c| c.sample_rate)
+                .unwrap_or(16_000),
+        }
+    }
+}
+
 fn default_speech_threshold() -> f64 {
     -50.0
 }
@@ -192,9 +240,6 @@ fn default_jitter_buffer() -> Dur {
     Dur(Duration::from_millis(60))
 }
 
-fn default_sample_rate() -> u32 {
-    16_000
-}
 fn default_connect_timeout() -> Dur {
     Dur(Duration::from_secs(5))
 }
@@ -205,6 +250,70 @@ pub enum ProtocolKind {
     /// PCM16 binary frames plus JSON control messages (see README).
     #[default]
     Raw,
+    /// Twilio Media Streams: planrun plays Twilio's side (JSON, base64 µ-law 8 kHz).
+    Twilio,
+    /// The OpenAI Realtime event protocol (base64 PCM16 24 kHz).
+    #[serde(rename = "openai-realtime", alias = "openai_realtime")]
+    OpenaiRealtime,
+    /// A declarative mapping written in the plan (`target.custom`).
+    Custom,
+}
+
+impl ProtocolKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Raw => "raw",
+            ProtocolKind::Twilio => "twilio",
+            ProtocolKind::OpenaiRealtime => "openai-realtime",
+            ProtocolKind::Custom => "custom",
+        }
+    }
+}
+
+/// TLS options of `wss://` targets (the system's web PKI roots are always trusted).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// A PEM file with extra CA certificates to trust (e.g. a self-signed development server).
+    pub ca_file: Option<String>,
+    /// Accept any certificate and host name. For development servers only: the connection is
+    /// encrypted but not authenticated.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Settings of the `twilio` adapter.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSpec {
+    /// `customParameters` of the `start` message (values may use `{{ env.NAME }}`).
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// Who decides when the caller finished a turn (`openai-realtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetection {
+    /// The server's voice activity detection (the API's default).
+    #[default]
+    ServerVad,
+    /// `turn_detection: null`: planrun commits the audio buffer and asks for a response at each
+    /// `speech_end`.
+    Manual,
+}
+
+/// Settings of the `openai-realtime` adapter.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiSpec {
+    /// Turn detection mode sent in `session.update`.
+    #[serde(default)]
+    pub turn_detection: TurnDetection,
+    /// Extra fields merged into the `session` object of `session.update` (instructions, voice,
+    /// model, ...).
+    #[serde(default)]
+    pub session: Option<serde_json::Value>,
 }
 
 /// Behaviour of the built-in reference agent. Every latency is a jitter expression.

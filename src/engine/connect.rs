@@ -1,0 +1,334 @@
+//! Opening a call's WebSocket: URL with query parameters, handshake headers, subprotocols,
+//! TLS (web PKI roots, an extra CA file, or an explicit `insecure` opt-in), and classifying
+//! what went wrong when it fails.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Error as WsError};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::dist::format_duration;
+use crate::metrics::FailureClass;
+use crate::redact::{percent_encode, redact};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest inbound message or frame accepted; bigger ones end the call as a protocol error
+/// instead of growing memory without bound.
+pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
+
+/// Everything needed to open a call.
+#[derive(Clone)]
+pub struct Connection {
+    /// The URL including query parameters (may contain secrets: never print it, print
+    /// [`Connection::display_url`]).
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub subprotocols: Vec<String>,
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.display_url())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("subprotocols", &self.subprotocols)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// `base` plus the query parameters (values percent-encoded).
+    pub fn new(base: &str, query: &[(String, String)]) -> Self {
+        let mut url = base.to_string();
+        for (i, (k, v)) in query.iter().enumerate() {
+            let sep = if i == 0 && !base.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            url.push(sep);
+            url.push_str(&percent_encode(k));
+            url.push('=');
+            url.push_str(&percent_encode(v));
+        }
+        Connection {
+            url,
+            headers: Vec::new(),
+            subprotocols: Vec::new(),
+            tls: None,
+        }
+    }
+
+    /// The URL with secrets replaced by `***`.
+    pub fn display_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// A TLS client configuration trusting the web PKI roots plus the certificates in `ca_file`,
+/// or — when `insecure` — any certificate.
+pub fn tls_config(ca_file: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    if insecure {
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth();
+        return Ok(Arc::new(config));
+    }
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA file {}: bad certificate: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+    }
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
+}
+
+/// `tls.insecure: true`: encryption without authentication, for development servers.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.max_write_buffer_size = 4 << 20;
+    config.write_buffer_size = 0;
+    config.max_message_size = Some(MAX_MESSAGE_SIZE);
+    config.max_frame_size = Some(MAX_MESSAGE_SIZE);
+    config
+}
+
+/// Open the WebSocket, or say why not (class and message).
+pub async fn open(conn: &Connection, limit: Duration) -> Result<Ws, (FailureClass, String)> {
+    let shown = conn.display_url();
+    let mut request = conn.url.as_str().into_client_request().map_err(|e| {
+        (
+            FailureClass::ConnectError,
+            format!("bad target URL {shown}: {}", redact(&e.to_string())),
+        )
+    })?;
+    for (k, v) in &conn.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+            (
+                FailureClass::ConnectError,
+                format!("bad header name `{k}`: {e}"),
+            )
+        })?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            (
+                FailureClass::ConnectError,
+                format!("the value of header `{k}` is not valid in HTTP"),
+            )
+        })?;
+        request.headers_mut().insert(name, value);
+    }
+    if !conn.subprotocols.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&conn.subprotocols.join(", "))
+    {
+        request.headers_mut().insert("sec-websocket-protocol", v);
+    }
+    let connector = conn.tls.clone().map(Connector::Rustls);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config()),
+        true,
+        connector,
+    );
+    match tokio::time::timeout(limit, connect).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(classify_connect_error(&e, &shown)),
+        Err(_) => Err((
+            FailureClass::ConnectError,
+            format!(
+                "connecting to {shown} took longer than {}",
+                format_duration(limit)
+            ),
+        )),
+    }
+}
+
+/// The class and a specific message for a failed handshake.
+pub fn classify_connect_error(e: &WsError, shown: &str) -> (FailureClass, String) {
+    match e {
+        WsError::Http(resp) => {
+            let status = resp.status();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                })
+                .filter(|b| !b.trim().is_empty())
+                .map(|b| format!(": {}", b.trim()))
+                .unwrap_or_default();
+            (
+                FailureClass::HandshakeRejected,
+                redact(&format!(
+                    "{shown} rejected the WebSocket handshake with HTTP {}{}{body}",
+                    status.as_u16(),
+                    status
+                        .canonical_reason()
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default()
+                )),
+            )
+        }
+        WsError::Tls(t) => (
+            FailureClass::TlsError,
+            redact(&format!("TLS with {shown} failed: {t}")),
+        ),
+        WsError::Io(io) if is_tls_io(io) => (
+            FailureClass::TlsError,
+            redact(&format!("TLS with {shown} failed: {io}")),
+        ),
+        WsError::Protocol(p) => (
+            FailureClass::HandshakeRejected,
+            redact(&format!("{shown}: bad WebSocket handshake: {p}")),
+        ),
+        other => (
+            FailureClass::ConnectError,
+            redact(&format!("cannot connect to {shown}: {other}")),
+        ),
+    }
+}
+
+/// rustls reports certificate problems as I/O errors wrapping a `rustls::Error`.
+fn is_tls_io(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+/// Why a read failed, as a class and message (a reset, an oversized message, bad framing).
+pub fn classify_read_error(e: &tungstenite::Error) -> (FailureClass, String) {
+    match e {
+        WsError::Capacity(c) => (
+            FailureClass::ProtocolError,
+            format!("the server sent a message over the {MAX_MESSAGE_SIZE}-byte limit: {c}"),
+        ),
+        WsError::Protocol(p) => (
+            FailureClass::ProtocolError,
+            format!("the server broke the WebSocket protocol: {p}"),
+        ),
+        WsError::Utf8(_) => (
+            FailureClass::ProtocolError,
+            "the server sent a text frame that is not UTF-8".to_string(),
+        ),
+        other => (
+            FailureClass::ConnectionClosed,
+            format!("the connection failed: {other}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_appended_and_encoded() {
+        let c = Connection::new(
+            "ws://h:1/p",
+            &[("model".into(), "gpt x".into()), ("k".into(), "a&b".into())],
+        );
+        assert_eq!(c.url, "ws://h:1/p?model=gpt%20x&k=a%26b");
+        let c = Connection::new("ws://h/p?x=1", &[("y".into(), "2".into())]);
+        assert_eq!(c.url, "ws://h/p?x=1&y=2");
+    }
+
+    #[test]
+    fn ca_file_errors_are_specific() {
+        let e = tls_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("planrun-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("empty.pem");
+        std::fs::write(&f, "not a cert").unwrap();
+        let e = tls_config(Some(&f), false).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        assert!(tls_config(None, true).is_ok());
+    }
+}
