@@ -611,7 +611,11 @@ async fn run_once(
     let _ = stdout.flush();
 
     let counts = &rep.iterations;
-    let all_refused = counts.total > 0 && rep.errors.get("connect_error") == Some(&counts.total);
+    let not_connected: u64 = ["connect_error", "handshake_rejected", "tls_error"]
+        .iter()
+        .filter_map(|c| rep.errors.get(*c))
+        .sum();
+    let all_refused = counts.total > 0 && not_connected == counts.total;
     let code = if rep.aborted {
         exit::INTERRUPTED
     } else if all_refused {

@@ -289,6 +289,10 @@ pub fn classify_read_error(e: &tungstenite::Error) -> (FailureClass, String) {
             FailureClass::ProtocolError,
             format!("the server sent a message over the {MAX_MESSAGE_SIZE}-byte limit: {c}"),
         ),
+        WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => (
+            FailureClass::ConnectionClosed,
+            "the server dropped the connection without a close frame".to_string(),
+        ),
         WsError::Protocol(p) => (
             FailureClass::ProtocolError,
             format!("the server broke the WebSocket protocol: {p}"),

@@ -446,7 +446,9 @@ pub fn write_outputs(
     let mut written = Vec::new();
     let mut put = |name: &str, body: &str| -> Result<(), String> {
         let path = out.join(output_name(name, suffix));
-        std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // Secrets from `{{ env.NAME }}` and header values never reach a report file.
+        std::fs::write(&path, crate::redact::redact(body))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written.push(path);
         Ok(())
     };
