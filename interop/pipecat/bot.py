@@ -428,6 +428,12 @@ async def serve(args: argparse.Namespace) -> int:
         lifespan="off",
     )
     server = uvicorn.Server(config)
+    # uvicorn catches SIGTERM/SIGINT during serve() (stop accepting, close open
+    # sockets with 1012, wait up to 3 s), then restores the previous handlers and
+    # re-raises the signal. A no-op handler here makes that re-raise harmless, so
+    # the process exits 0 instead of dying by the signal (143/130).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
@@ -436,6 +442,7 @@ async def serve(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.02)
     print(f"READY port={port}", flush=True)
     await task
+    print("bot: stopped", file=sys.stderr, flush=True)
     return 0
 
 
