@@ -101,6 +101,8 @@ class Call:
         self.send_lock = asyncio.Lock()
         # observations (monotonic seconds)
         self.bot_media: list[tuple[float, int]] = []  # (time, rms)
+        self.payload_sizes: dict[int, int] = {}  # mu-law bytes per bot `media` -> count
+        self.media_keys: set[str] = set()
         self.clears: list[float] = []
         self.marks_in: list[tuple[float, str]] = []
         self.marks_out: list[tuple[float, str]] = []
@@ -265,6 +267,8 @@ class Call:
             if ev == "media":
                 ulaw = base64.b64decode(msg["media"]["payload"])
                 rms = audioop.rms(audioop.ulaw2lin(ulaw, 2), 2)
+                self.payload_sizes[len(ulaw)] = self.payload_sizes.get(len(ulaw), 0) + 1
+                self.media_keys.add(",".join(sorted(msg)) + " / media:" + ",".join(sorted(msg["media"])))
                 self.bot_media.append((now, rms))
                 self.play_end = max(now, self.play_end) + len(ulaw) / RATE
                 if rms > SILENT_RMS and self.first_audio is None and self.utt1_end is not None:
@@ -334,6 +338,8 @@ class Call:
             "clears_total": len(self.clears),
             "bot_media": len(self.bot_media),
             "bot_media_after_clear": media_after_clear,
+            "bot_payload_bytes": {str(k): v for k, v in sorted(self.payload_sizes.items())},
+            "bot_media_keys": sorted(self.media_keys),
             "marks_in": len(self.marks_in),
             "marks_echoed": len(self.marks_out),
             "binary_in": self.binary_in,
