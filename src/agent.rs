@@ -35,6 +35,7 @@
 mod session;
 mod vad;
 mod voice;
+mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -222,10 +223,7 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(session::Shared {
-        voice: voice::Voice::new(config.sample_rate, config.frame),
-        config,
-    });
+    let shared = Arc::new(session::Shared::new(config));
     let connections = Arc::new(AtomicU64::new(0));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
@@ -249,8 +247,9 @@ pub async fn serve_forever(listen: &str, config: AgentConfig) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot start the reference agent on {listen}"))?;
     eprintln!(
-        "planrun agent listening on {} (raw protocol); Ctrl-C to stop",
-        handle.url()
+        "planrun agent listening on {url} (raw protocol), {url}twilio (Twilio Media Streams), \
+         {url}openai and {url}v1/realtime (OpenAI Realtime); Ctrl-C to stop",
+        url = handle.url()
     );
     tokio::signal::ctrl_c()
         .await
