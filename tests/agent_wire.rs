@@ -1092,3 +1092,43 @@ fn check_fault(events: &Events, audio: &str, bad: bool, dropped: bool) {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_speech_while_calling_a_tool_cancels_the_open_response() {
+    let agent = start(AgentConfig {
+        tool_fraction: 1.0,
+        tool_latency: Dist::from_millis(1500),
+        ..fast_config()
+    })
+    .await;
+    let mut r = Realtime::connect(&agent, "openai").await;
+    r.stream(300, true).await;
+    r.stream(500, false).await;
+    let mut events =
+        r.c.until("response.function_call_arguments.done", ms(2000))
+            .await;
+    // The user keeps talking (longer than min_speech) while the tool runs.
+    r.stream(600, true).await;
+    r.stream(500, false).await;
+    events.extend(r.c.until("response.done", ms(2000)).await);
+    events.extend(r.c.until("response.done", ms(4000)).await);
+    let done: Vec<&Value> = all(&events, "response.done").collect();
+    assert_eq!(
+        done[0]["response"]["status"],
+        "cancelled",
+        "{:?}",
+        kinds(&events)
+    );
+    assert_eq!(done[0]["response"]["output"][0]["type"], "function_call");
+    assert_eq!(done[1]["response"]["status"], "completed");
+    assert_ne!(done[0]["response"]["id"], done[1]["response"]["id"]);
+    assert_eq!(count(&events, "response.created"), 2);
+    // Only the second response has audio.
+    let second = done[1]["response"]["id"].clone();
+    assert!(
+        all(&events, "response.output_audio.delta").all(|d| d["response_id"] == second),
+        "{:?}",
+        kinds(&events)
+    );
+    agent.shutdown().await;
+}

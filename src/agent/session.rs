@@ -637,7 +637,7 @@ impl Session {
             Phase::Thinking { .. } => {
                 // The user kept talking: drop the pending answer, this speech is the new turn.
                 self.phase = Phase::Idle;
-                Ok(())
+                self.emit(Output::Abandoned)
             }
             Phase::Speaking { reply, .. } => {
                 if reply.paused {

@@ -115,6 +115,9 @@ pub(crate) enum Output<'a> {
     ResponseEnd,
     /// The reply was stopped for good.
     Cancelled(CancelReason),
+    /// The pending answer was dropped before any audio (the user kept talking while the agent
+    /// was thinking). Only a response already opened on the wire needs closing.
+    Abandoned,
     /// A false alarm ended: the reply continues.
     Resumed,
     Error {
@@ -203,9 +206,10 @@ fn speech_end_text(text: &str) -> Option<String> {
 
 fn encode_raw(out: Output<'_>) -> Vec<Message> {
     let event = match out {
-        Output::SpeechStarted { .. } | Output::SpeechStopped { .. } | Output::Committed => {
-            return Vec::new();
-        }
+        Output::SpeechStarted { .. }
+        | Output::SpeechStopped { .. }
+        | Output::Committed
+        | Output::Abandoned => return Vec::new(),
         Output::Audio(bytes) => return vec![Message::binary(bytes.to_vec())],
         Output::Transcript(text) => ServerEvent::Transcript(text.to_string()),
         Output::ToolCall { name, .. } => ServerEvent::ToolCall(name.to_string()),
@@ -730,6 +734,7 @@ impl OpenAi {
                 self.ensure_response(&mut msgs);
                 self.response_done(&mut msgs, Some(reason));
             }
+            Output::Abandoned => self.response_done(&mut msgs, Some(CancelReason::TurnDetected)),
             Output::Resumed => {}
             Output::Error { code, message } => msgs.push(self.error(code, message)),
         }
