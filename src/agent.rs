@@ -1,5 +1,7 @@
 //! The built-in reference voice agent: a WebSocket server speaking the raw protocol
-//! (see [`crate::protocol`]).
+//! (see [`crate::protocol`]), and Twilio Media Streams on `/twilio` and the OpenAI Realtime API
+//! on `/openai` and `/v1/realtime` (see `wire`; the handshake's request path picks the protocol,
+//! the state machine below is shared by all of them).
 //!
 //! It behaves like a real voice pipeline with configurable, seeded latencies:
 //!
