@@ -1,5 +1,7 @@
 //! The built-in reference voice agent: a WebSocket server speaking the raw protocol
-//! (see [`crate::protocol`]).
+//! (see [`crate::protocol`]), and Twilio Media Streams on `/twilio` and the OpenAI Realtime API
+//! on `/openai` and `/v1/realtime` (see `wire`; the handshake's request path picks the protocol,
+//! the state machine below is shared by all of them).
 //!
 //! It behaves like a real voice pipeline with configurable, seeded latencies:
 //!
@@ -35,6 +37,7 @@
 mod session;
 mod vad;
 mod voice;
+mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -222,10 +225,7 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(session::Shared {
-        voice: voice::Voice::new(config.sample_rate, config.frame),
-        config,
-    });
+    let shared = Arc::new(session::Shared::new(config));
     let connections = Arc::new(AtomicU64::new(0));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
@@ -249,8 +249,9 @@ pub async fn serve_forever(listen: &str, config: AgentConfig) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot start the reference agent on {listen}"))?;
     eprintln!(
-        "planrun agent listening on {} (raw protocol); Ctrl-C to stop",
-        handle.url()
+        "planrun agent listening on {url} (raw protocol), {url}twilio (Twilio Media Streams), \
+         {url}openai and {url}v1/realtime (OpenAI Realtime); Ctrl-C to stop",
+        url = handle.url()
     );
     tokio::signal::ctrl_c()
         .await

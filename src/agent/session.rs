@@ -22,27 +22,47 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use super::AgentConfig;
 use super::vad::{Ear, EarEvent, Heard};
 use super::voice::{Reply, ReplyAudio, Voice};
-use crate::protocol::{
-    Control, ServerEvent, decode_client_text, decode_pcm16, encode_server_event,
-};
+use super::wire::{CancelReason, Input, Output, Protocol, REALTIME_RATE, TWILIO_RATE, Wire};
 
 /// Read-only state shared by every connection of one agent.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: AgentConfig,
-    pub voice: Voice,
+    /// Reply voices for the configured rate and the adapters' default rates.
+    voices: Vec<Arc<Voice>>,
+}
+
+impl Shared {
+    pub fn new(config: AgentConfig) -> Self {
+        let mut voices: Vec<Arc<Voice>> = Vec::new();
+        for rate in [config.sample_rate, TWILIO_RATE, REALTIME_RATE] {
+            if !voices.iter().any(|v| v.sample_rate() == rate) {
+                voices.push(Arc::new(Voice::new(rate, config.frame)));
+            }
+        }
+        Shared { config, voices }
+    }
+
+    /// The voice for a session rate (other rates are synthesised for the connection).
+    fn voice(&self, rate: u32) -> Arc<Voice> {
+        match self.voices.iter().find(|v| v.sample_rate() == rate) {
+            Some(v) => Arc::clone(v),
+            None => Arc::new(Voice::new(rate, self.config.frame)),
+        }
+    }
 }
 
 /// Messages queued for one client. A client this far behind (≈5 s of 20 ms frames) is not
@@ -80,6 +100,10 @@ enum End {
     Dropped,
     /// The client stopped reading.
     SlowClient,
+    /// The client ended the call in-protocol (Twilio `stop`): close normally.
+    Hangup,
+    /// The client broke the protocol: close with this code and reason.
+    Violation(CloseCode, String),
 }
 
 /// Serve one accepted TCP connection until it ends. Never panics on client input.
@@ -91,7 +115,16 @@ pub(crate) async fn run(
 ) {
     // Best effort: a failure here only costs latency.
     let _ = stream.set_nodelay(true);
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
+    // The request path picks the protocol.
+    let mut protocol = Protocol::Raw;
+    // The signature is tungstenite's `Callback`; this one never rejects.
+    #[allow(clippy::result_large_err)]
+    let route = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        protocol = Protocol::from_path(req.uri().path());
+        Ok(resp)
+    };
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, route, Some(ws_config()));
     let ws = tokio::select! {
         r = timeout(HANDSHAKE_TIMEOUT, handshake) => match r {
             Ok(Ok(ws)) => ws,
@@ -104,18 +137,28 @@ pub(crate) async fn run(
     let writer = tokio::spawn(write_loop(sink, rx));
 
     let seed = mix(shared.config.seed, index);
-    let mut session = Session::new(shared, seed, out);
-    let end = session.drive(incoming, &mut shutdown).await;
+    let mut session = Session::new(shared, seed, out, Wire::new(protocol));
+    let end = match session.greet() {
+        Ok(()) => session.drive(incoming, &mut shutdown).await,
+        Err(end) => end,
+    };
     let out = session.out;
+    let close = |code: CloseCode, mut reason: String| {
+        // A close reason is at most 123 bytes.
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = out.try_send(Out::Msg(Message::Close(Some(frame))));
+    };
     match end {
         End::ClientGone => {}
-        End::Shutdown => {
-            let frame = CloseFrame {
-                code: CloseCode::Away,
-                reason: "agent shutting down".into(),
-            };
-            let _ = out.try_send(Out::Msg(Message::Close(Some(frame))));
-        }
+        End::Shutdown => close(CloseCode::Away, "agent shutting down".into()),
+        End::Hangup => close(CloseCode::Normal, "call ended".into()),
+        End::Violation(code, reason) => close(code, reason),
         End::Dropped => {
             if out.try_send(Out::Abort).is_err() {
                 writer.abort();
@@ -181,6 +224,9 @@ enum Phase {
 enum Stage {
     /// Until the transcript.
     Asr,
+    /// Manual turns (Realtime `turn_detection: null`): transcribed, waiting for
+    /// `response.create`.
+    Hold,
     /// Until the tool result.
     Tool,
     /// LLM + TTS until the first audio.
@@ -196,6 +242,8 @@ struct Turn {
     llm: Duration,
     tts: Duration,
     tool: Option<Duration>,
+    /// The reply pipeline may run (false in manual mode until `response.create`).
+    go: bool,
     audio: ReplyAudio,
     /// `drop` fault: close the socket when this frame is due.
     drop_at: Option<u64>,
@@ -233,25 +281,87 @@ struct Session {
     shared: Arc<Shared>,
     rng: StdRng,
     out: mpsc::Sender<Out>,
+    /// The protocol codec between the socket and this state machine.
+    wire: Wire,
+    /// This connection's sample rate (in and out) and its reply voice.
+    rate: u32,
+    voice: Arc<Voice>,
     ear: Ear,
+    /// Manual turns: the VAD does not run; the client commits and asks for responses.
+    manual: bool,
+    /// Manual turns: audio committed while the agent was busy, for the next `response.create`.
+    committed: Option<Heard>,
+    /// Audio received so far (input audio time), and where the open utterance started.
+    audio_in: Duration,
+    utterance_start: Duration,
     phase: Phase,
     barge: Option<Barge>,
     turns: u64,
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, seed: u64, out: mpsc::Sender<Out>) -> Self {
+    fn new(shared: Arc<Shared>, seed: u64, out: mpsc::Sender<Out>, wire: Wire) -> Self {
         let c = &shared.config;
-        let ear = Ear::new(c.sample_rate, c.vad_threshold_dbfs, c.vad_hangover);
+        let rate = wire.initial_rate(c.sample_rate);
+        let ear = Ear::new(rate, c.vad_threshold_dbfs, c.vad_hangover);
         Session {
             rng: StdRng::seed_from_u64(seed),
             out,
+            wire,
+            rate,
+            voice: shared.voice(rate),
             ear,
+            manual: false,
+            committed: None,
+            audio_in: Duration::ZERO,
+            utterance_start: Duration::ZERO,
             phase: Phase::Idle,
             barge: None,
             turns: 0,
             shared,
         }
+    }
+
+    /// What the protocol sends right after the handshake.
+    fn greet(&mut self) -> Result<(), End> {
+        for msg in self.wire.greeting() {
+            send(&self.out, msg)?;
+        }
+        Ok(())
+    }
+
+    /// Encode and queue one output.
+    fn emit(&mut self, output: Output<'_>) -> Result<(), End> {
+        for msg in self.wire.encode(output) {
+            send(&self.out, msg)?;
+        }
+        Ok(())
+    }
+
+    /// Emit a control output, or its broken form when the `malformed` fault hit this slot.
+    fn emit_control(
+        &mut self,
+        output: Output<'_>,
+        slot: Slot,
+        corrupt: Option<Slot>,
+    ) -> Result<(), End> {
+        let mut msgs = self.wire.encode(output);
+        if corrupt == Some(slot) {
+            match msgs.iter_mut().find(|m| m.is_text()) {
+                Some(msg) => *msg = corrupted(msg),
+                // This protocol has no message here (Twilio): send a broken one anyway.
+                None => msgs.insert(0, Message::text("{\"event\":\"mark\",\"mark\":{")),
+            }
+        }
+        for msg in msgs {
+            send(&self.out, msg)?;
+        }
+        Ok(())
+    }
+
+    /// No turn under way and no utterance open.
+    fn idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && !self.ear.is_open()
     }
 
     fn config(&self) -> &AgentConfig {
@@ -294,6 +404,7 @@ impl Session {
         };
         match &self.phase {
             Phase::Idle => {}
+            Phase::Thinking { stage, .. } if *stage == Stage::Hold => {}
             Phase::Thinking { until, .. } => consider(*until, Timer::Stage),
             Phase::Speaking { reply, .. } => {
                 if let Some(at) = reply.stop_at {
@@ -303,7 +414,7 @@ impl Session {
                     consider(at, Timer::Resume);
                 }
                 if !reply.paused {
-                    consider(reply.due(self.shared.voice.frame), Timer::Frame);
+                    consider(reply.due(self.voice.frame), Timer::Frame);
                 }
             }
         }
@@ -317,69 +428,177 @@ impl Session {
 
     fn on_message(&mut self, msg: Message, now: Instant) -> Result<(), End> {
         match msg {
-            Message::Binary(bytes) => self.on_audio(&decode_pcm16(&bytes), now),
-            Message::Text(text) => self.on_text(text.as_str(), now),
             Message::Close(_) => Err(End::ClientGone),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            msg => {
+                let idle = self.idle();
+                for input in self.wire.decode(&msg, idle) {
+                    self.on_input(input, now)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input, now: Instant) -> Result<(), End> {
+        match input {
+            Input::Audio(samples) => self.on_audio(&samples, now),
+            Input::SpeechStart => {
+                if self.ear.speech_start(now) {
+                    self.on_speech_started(now, self.audio_in)?;
+                }
+                self.check_min_speech(now)
+            }
+            Input::Interrupt => {
+                if self.ear.speech_start(now) {
+                    self.on_speech_started(now, self.audio_in)?;
+                }
+                self.on_real_speech(now)
+            }
+            Input::SpeechEnd(hint) => self.on_speech_end_message(hint, now),
+            Input::CreateResponse => self.on_create_response(now),
+            Input::Cancel => self.on_cancel(),
+            Input::ClearBuffer => self.drop_utterance(now),
+            Input::ManualTurns(manual) => {
+                self.manual = manual;
+                if manual {
+                    // The VAD stops deciding: an utterance it was hearing is dropped.
+                    self.drop_utterance(now)?;
+                }
+                Ok(())
+            }
+            Input::Rate(rate) => {
+                // The codec only changes the rate while idle: nothing in flight is resampled.
+                let c = &self.shared.config;
+                self.rate = rate;
+                self.voice = self.shared.voice(rate);
+                self.ear = Ear::new(rate, c.vad_threshold_dbfs, c.vad_hangover);
+                Ok(())
+            }
+            Input::Reply(msg) => send(&self.out, msg),
+            Input::Hangup => Err(End::Hangup),
+            Input::Violation(code, reason) => Err(End::Violation(code, reason)),
         }
     }
 
     fn on_audio(&mut self, samples: &[i16], now: Instant) -> Result<(), End> {
         let window = self.ear.window();
         for block in samples.chunks(window) {
+            let block_start = self.audio_in;
+            self.audio_in += Duration::from_secs_f64(block.len() as f64 / f64::from(self.rate));
+            if self.manual {
+                // Manual turns: no VAD, the audio only counts towards the next commit.
+                self.ear.unanalysed(block.len() as u64);
+                continue;
+            }
             match self.ear.audio(block, now) {
                 EarEvent::Nothing => {}
-                EarEvent::Started => self.on_speech_started(now),
-                EarEvent::Ended(heard) => self.on_speech_ended(heard, now)?,
+                EarEvent::Started => self.on_speech_started(now, block_start)?,
+                EarEvent::Ended(heard) => self.on_vad_ended(heard, now)?,
             }
             self.check_min_speech(now)?;
         }
         Ok(())
     }
 
-    fn on_text(&mut self, text: &str, now: Instant) -> Result<(), End> {
-        let control = match decode_client_text(text) {
-            Ok(c) => c,
-            Err(e) => return send(&self.out, encode_server_event(&ServerEvent::Error(e.0))),
+    /// Raw `speech_end` / Realtime `input_audio_buffer.commit`.
+    fn on_speech_end_message(&mut self, hint: Option<String>, now: Instant) -> Result<(), End> {
+        if self.manual {
+            let heard = self.ear.take_idle(hint);
+            if matches!(self.phase, Phase::Idle) {
+                // ASR starts now; the reply waits for `response.create`.
+                return self.start_turn(heard, now, true, false);
+            }
+            self.committed = Some(heard);
+            return self.emit(Output::Committed);
+        }
+        if self.ear.is_open() {
+            match self.ear.speech_end(hint) {
+                Some(heard) => self.on_speech_ended(heard, now),
+                None => Ok(()),
+            }
+        } else if matches!(self.phase, Phase::Idle) {
+            // A bare speech_end: the audio since the last utterance was the utterance
+            // (e.g. too quiet for the VAD).
+            let heard = self.ear.take_idle(hint);
+            self.start_turn(heard, now, true, true)
+        } else {
+            // The VAD already ended this utterance and its turn is under way.
+            Ok(())
+        }
+    }
+
+    /// Realtime `response.create`.
+    fn on_create_response(&mut self, now: Instant) -> Result<(), End> {
+        match &mut self.phase {
+            Phase::Idle => {
+                // Answer what was committed while busy, else the conversation so far.
+                let heard = self.committed.take().unwrap_or(Heard {
+                    audio: Duration::ZERO,
+                    text: None,
+                });
+                self.start_turn(heard, now, false, true)
+            }
+            Phase::Thinking { turn, stage, .. } if !turn.go => {
+                turn.go = true;
+                if *stage == Stage::Hold {
+                    self.begin_response(now)?;
+                }
+                Ok(())
+            }
+            _ => self.emit(Output::Error {
+                code: "conversation_already_has_active_response",
+                message: "a response is already in progress".into(),
+            }),
+        }
+    }
+
+    /// Realtime `response.cancel`: stop the reply now.
+    fn on_cancel(&mut self) -> Result<(), End> {
+        let active = match &self.phase {
+            Phase::Idle => false,
+            Phase::Thinking { turn, .. } => turn.go,
+            Phase::Speaking { .. } => true,
         };
-        match control {
-            Control::SpeechStart => {
-                if self.ear.speech_start(now) {
-                    self.on_speech_started(now);
-                }
-                self.check_min_speech(now)
+        if !active {
+            return self.emit(Output::Error {
+                code: "response_cancel_not_active",
+                message: "there is no response in progress to cancel".into(),
+            });
+        }
+        self.phase = Phase::Idle;
+        if let Some(barge) = self.barge.as_mut() {
+            // Speech the agent is hearing becomes the next turn when it ends.
+            barge.real = true;
+        }
+        self.emit(Output::Cancelled(CancelReason::Client))
+    }
+
+    /// Realtime `input_audio_buffer.clear` (or a switch to manual turns): forget the open
+    /// utterance and any audio not yet committed. A pending barge-in ends with it.
+    fn drop_utterance(&mut self, now: Instant) -> Result<(), End> {
+        self.ear.clear();
+        match self.barge.take() {
+            Some(Barge { real: false }) => {
+                self.false_alarm(now);
+                Ok(())
             }
-            Control::Interrupt => {
-                if self.ear.speech_start(now) {
-                    self.on_speech_started(now);
-                }
-                self.on_real_speech(now)
+            Some(Barge { real: true }) if matches!(self.phase, Phase::Speaking { .. }) => {
+                self.phase = Phase::Idle;
+                self.emit(Output::Cancelled(CancelReason::TurnDetected))
             }
-            Control::SpeechEnd => {
-                let hint = speech_end_text(text);
-                if self.ear.is_open() {
-                    match self.ear.speech_end(hint) {
-                        Some(heard) => self.on_speech_ended(heard, now),
-                        None => Ok(()),
-                    }
-                } else if matches!(self.phase, Phase::Idle) {
-                    // A bare speech_end: the audio since the last utterance was the utterance
-                    // (e.g. too quiet for the VAD).
-                    let heard = self.ear.take_idle(hint);
-                    self.start_turn(heard, now);
-                    Ok(())
-                } else {
-                    // The VAD already ended this utterance and its turn is under way.
-                    Ok(())
-                }
-            }
+            _ => Ok(()),
         }
     }
 
     // ----- user speech ---------------------------------------------------------------------
 
     /// An utterance opened (VAD or explicit). If the agent is busy it may be a barge-in.
-    fn on_speech_started(&mut self, now: Instant) {
+    fn on_speech_started(&mut self, now: Instant, start: Duration) -> Result<(), End> {
+        self.utterance_start = start;
+        self.emit(Output::SpeechStarted {
+            audio_start_ms: start.as_millis() as u64,
+        })?;
         let c = &self.shared.config;
         self.barge = match &mut self.phase {
             Phase::Idle => None,
@@ -394,6 +613,7 @@ impl Session {
                 Some(Barge { real: false })
             }
         };
+        Ok(())
     }
 
     fn check_min_speech(&mut self, now: Instant) -> Result<(), End> {
@@ -417,12 +637,12 @@ impl Session {
             Phase::Thinking { .. } => {
                 // The user kept talking: drop the pending answer, this speech is the new turn.
                 self.phase = Phase::Idle;
-                Ok(())
+                self.emit(Output::Abandoned)
             }
             Phase::Speaking { reply, .. } => {
                 if reply.paused {
                     self.phase = Phase::Idle;
-                    send(&self.out, encode_server_event(&ServerEvent::Interrupted))
+                    self.emit(Output::Cancelled(CancelReason::TurnDetected))
                 } else {
                     if reply.stop_at.is_none() {
                         reply.stop_at = Some(now + c.barge_in_delay.sample(&mut self.rng));
@@ -433,36 +653,61 @@ impl Session {
         }
     }
 
+    /// The VAD (hangover or the no-frames fallback) ended the utterance.
+    fn on_vad_ended(&mut self, heard: Heard, now: Instant) -> Result<(), End> {
+        let end = self.utterance_start + heard.audio;
+        self.emit(Output::SpeechStopped {
+            audio_end_ms: end.as_millis() as u64,
+        })?;
+        self.on_speech_ended(heard, now)
+    }
+
     /// An utterance ended (VAD hangover, silence timeout or explicit `speech_end`).
     fn on_speech_ended(&mut self, heard: Heard, now: Instant) -> Result<(), End> {
         if let Some(barge) = self.barge.take() {
             if !barge.real {
-                // False alarm: resume where the audio stopped, no new turn.
-                let c = &self.shared.config;
-                if let Phase::Speaking { reply, .. } = &mut self.phase {
-                    if reply.paused {
-                        reply.resume_at = Some(now + c.resume_delay.sample(&mut self.rng));
-                    } else {
-                        reply.stop_at = None; // it ended before the audio even stopped
-                    }
-                }
+                self.false_alarm(now);
                 return Ok(());
             }
             if matches!(self.phase, Phase::Speaking { .. }) {
                 // Real barge-in that ended before its stop was due: stop now.
                 self.phase = Phase::Idle;
-                send(&self.out, encode_server_event(&ServerEvent::Interrupted))?;
+                self.emit(Output::Cancelled(CancelReason::TurnDetected))?;
             }
         }
         if matches!(self.phase, Phase::Idle) {
-            self.start_turn(heard, now);
+            self.start_turn(heard, now, true, true)?;
         }
         Ok(())
     }
 
+    /// Overlapping speech ended before it was real: resume where the audio stopped, no new
+    /// turn.
+    fn false_alarm(&mut self, now: Instant) {
+        let c = &self.shared.config;
+        if let Phase::Speaking { reply, .. } = &mut self.phase {
+            if reply.paused {
+                reply.resume_at = Some(now + c.resume_delay.sample(&mut self.rng));
+            } else {
+                reply.stop_at = None; // it ended before the audio even stopped
+            }
+        }
+    }
+
     // ----- the agent's turn ----------------------------------------------------------------
 
-    fn start_turn(&mut self, heard: Heard, now: Instant) {
+    /// Start the agent's turn for `heard`. `commit`: the utterance becomes a conversation item
+    /// now (Realtime `committed`); `go`: the reply may follow without `response.create`.
+    fn start_turn(
+        &mut self,
+        heard: Heard,
+        now: Instant,
+        commit: bool,
+        go: bool,
+    ) -> Result<(), End> {
+        if commit {
+            self.emit(Output::Committed)?;
+        }
         let shared = Arc::clone(&self.shared);
         let c = &shared.config;
         let rng = &mut self.rng;
@@ -492,7 +737,7 @@ impl Session {
                 .any(|k| !k.is_empty() && text.contains(&k.to_lowercase()))
         });
         let tool = (keyword || tool_roll < c.tool_fraction).then_some(tool_latency);
-        let audio = shared.voice.reply(c.leading_silence, reply_duration);
+        let audio = self.voice.reply(c.leading_silence, reply_duration);
         let transcript = match heard.text {
             Some(text) if !text.trim().is_empty() => text,
             _ => format!("user utterance ({} ms of audio)", heard.audio.as_millis()),
@@ -505,6 +750,7 @@ impl Session {
             llm,
             tts,
             tool,
+            go,
             audio,
             drop_at: (drop_roll < c.faults.drop).then(|| mid_reply(drop_pos, audio.frames)),
             stall_at: (stall_roll < c.faults.stall).then(|| mid_reply(stall_pos, audio.frames)),
@@ -515,6 +761,7 @@ impl Session {
             stage: Stage::Asr,
             until: now + asr,
         };
+        Ok(())
     }
 
     fn on_timer(&mut self, timer: Timer, due: Instant, now: Instant) -> Result<(), End> {
@@ -525,12 +772,12 @@ impl Session {
             Timer::Resume => {
                 if let Phase::Speaking { reply, .. } = &mut self.phase {
                     reply.resume(due);
-                    send(&self.out, encode_server_event(&ServerEvent::Resumed))?;
+                    self.emit(Output::Resumed)?;
                 }
                 Ok(())
             }
             Timer::Silence => match self.ear.silence_timeout(now) {
-                Some(heard) => self.on_speech_ended(heard, now),
+                Some(heard) => self.on_vad_ended(heard, now),
                 None => Ok(()),
             },
         }
@@ -539,32 +786,34 @@ impl Session {
     /// A thinking stage finished at its scheduled time `due` (the next stage counts from
     /// there, so timer lateness does not add up).
     fn on_stage(&mut self, due: Instant) -> Result<(), End> {
-        let Phase::Thinking { turn, stage, until } = &mut self.phase else {
+        let Phase::Thinking { turn, stage, .. } = &mut self.phase else {
             return Ok(());
         };
         match *stage {
             Stage::Asr => {
-                let msg = ServerEvent::Transcript(turn.transcript.clone());
-                control(&self.out, &msg, Slot::Transcript, turn.corrupt)?;
-                if let Some(tool) = turn.tool {
-                    let call = ServerEvent::ToolCall("lookup".into());
-                    send(&self.out, encode_server_event(&call))?;
-                    *stage = Stage::Tool;
-                    *until = due + tool;
-                } else {
-                    *stage = Stage::Generate;
+                let (transcript, corrupt, go) = (turn.transcript.clone(), turn.corrupt, turn.go);
+                if !go {
+                    *stage = Stage::Hold;
+                }
+                self.emit_control(Output::Transcript(&transcript), Slot::Transcript, corrupt)?;
+                if go {
+                    self.begin_response(due)?;
+                }
+                Ok(())
+            }
+            Stage::Hold => Ok(()),
+            Stage::Tool => {
+                *stage = Stage::Generate;
+                if let Phase::Thinking { turn, until, .. } = &mut self.phase {
                     *until = due + turn.llm + turn.tts;
                 }
                 Ok(())
             }
-            Stage::Tool => {
-                *stage = Stage::Generate;
-                *until = due + turn.llm + turn.tts;
-                Ok(())
-            }
             Stage::Generate => {
-                let msg = ServerEvent::ResponseStart;
-                control(&self.out, &msg, Slot::ResponseStart, turn.corrupt)?;
+                let corrupt = turn.corrupt;
+                let duration = Duration::from_secs_f64(
+                    turn.audio.total as f64 / f64::from(self.voice.sample_rate()),
+                );
                 let mut reply = Reply::start(turn.audio, due);
                 if self.barge.is_some() {
                     // The user is already talking over the start of the answer.
@@ -575,6 +824,34 @@ impl Session {
                 if let Phase::Thinking { turn, .. } = old {
                     self.phase = Phase::Speaking { turn, reply };
                 }
+                self.emit_control(
+                    Output::ResponseStart { duration },
+                    Slot::ResponseStart,
+                    corrupt,
+                )
+            }
+        }
+    }
+
+    /// The transcript is out and the reply may run: call the tool if the turn has one, then
+    /// generate (from `at`).
+    fn begin_response(&mut self, at: Instant) -> Result<(), End> {
+        let Phase::Thinking { turn, stage, until } = &mut self.phase else {
+            return Ok(());
+        };
+        match turn.tool {
+            Some(tool) => {
+                *stage = Stage::Tool;
+                *until = at + tool;
+                let arguments = json!({ "query": turn.transcript }).to_string();
+                self.emit(Output::ToolCall {
+                    name: "lookup",
+                    arguments,
+                })
+            }
+            None => {
+                *stage = Stage::Generate;
+                *until = at + turn.llm + turn.tts;
                 Ok(())
             }
         }
@@ -593,19 +870,19 @@ impl Session {
             reply.delay(self.shared.config.faults.stall_for);
             return Ok(());
         }
+        let first = !reply.first_frame_sent;
+        reply.first_frame_sent = true;
         if reply.finished() {
             // The reply's audio has played out on schedule.
-            if !reply.first_frame_sent {
-                reply.first_frame_sent = true;
+            if first {
                 self.send_metrics()?;
             }
             return self.finish_reply();
         }
-        let bytes = self.shared.voice.frame_bytes(&reply.audio, reply.next);
+        let bytes = self.voice.frame_bytes(&reply.audio, reply.next);
         reply.next += 1;
-        send(&self.out, Message::binary(bytes))?;
-        if !reply.first_frame_sent {
-            reply.first_frame_sent = true;
+        self.emit(Output::Audio(&bytes))?;
+        if first {
             self.send_metrics()?;
         }
         Ok(())
@@ -614,12 +891,9 @@ impl Session {
     fn finish_reply(&mut self) -> Result<(), End> {
         let old = std::mem::replace(&mut self.phase, Phase::Idle);
         match old {
-            Phase::Speaking { turn, .. } => control(
-                &self.out,
-                &ServerEvent::ResponseEnd,
-                Slot::ResponseEnd,
-                turn.corrupt,
-            ),
+            Phase::Speaking { turn, .. } => {
+                self.emit_control(Output::ResponseEnd, Slot::ResponseEnd, turn.corrupt)
+            }
             other => {
                 self.phase = other;
                 Ok(())
@@ -641,13 +915,13 @@ impl Session {
             }
             Some(Barge { real: true }) => {
                 self.phase = Phase::Idle;
-                send(&self.out, encode_server_event(&ServerEvent::Interrupted))
+                self.emit(Output::Cancelled(CancelReason::TurnDetected))
             }
         }
     }
 
     /// Component timings, once per turn right after the first reply audio frame.
-    fn send_metrics(&self) -> Result<(), End> {
+    fn send_metrics(&mut self) -> Result<(), End> {
         if !self.config().send_metrics {
             return Ok(());
         }
@@ -663,7 +937,7 @@ impl Session {
             "tool_ms": ms(turn.tool.unwrap_or_default()),
             "total_ms": ms(Instant::now().saturating_duration_since(turn.speech_ended)),
         });
-        send(&self.out, encode_server_event(&ServerEvent::Metrics(value)))
+        self.emit(Output::Metrics(value))
     }
 }
 
@@ -675,30 +949,15 @@ fn send(out: &mpsc::Sender<Out>, msg: Message) -> Result<(), End> {
     })
 }
 
-/// Send a control message, or its broken form when the `malformed` fault hit this slot.
-fn control(
-    out: &mpsc::Sender<Out>,
-    event: &ServerEvent,
-    slot: Slot,
-    corrupt: Option<Slot>,
-) -> Result<(), End> {
-    let msg = encode_server_event(event);
-    if corrupt != Some(slot) {
-        return send(out, msg);
-    }
-    let text = match &msg {
+/// The broken form of a text message for the `malformed` fault: any proper prefix of a JSON
+/// object is invalid JSON.
+fn corrupted(msg: &Message) -> Message {
+    let text = match msg {
         Message::Text(t) => t.as_str(),
         _ => "{\"type\":\"\"}",
     };
-    // Any proper prefix of a JSON object is invalid JSON.
     let half: String = text.chars().take(text.chars().count() / 2).collect();
-    send(out, Message::text(half))
-}
-
-/// The optional `text` a client attaches to `speech_end` (a stand-in for real ASR).
-fn speech_end_text(text: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    value.get("text")?.as_str().map(str::to_owned)
+    Message::text(half)
 }
 
 /// A frame index in the middle of a reply (between a quarter and three quarters), at least 1
@@ -719,6 +978,7 @@ fn ms(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn mid_reply_stays_inside() {
@@ -736,17 +996,12 @@ mod tests {
 
     #[test]
     fn corrupted_control_is_not_json() {
-        let (tx, mut rx) = mpsc::channel(4);
-        for (event, slot) in [
-            (ServerEvent::ResponseStart, Slot::ResponseStart),
-            (ServerEvent::ResponseEnd, Slot::ResponseEnd),
-            (
-                ServerEvent::Transcript("héllo wörld".into()),
-                Slot::Transcript,
-            ),
+        for text in [
+            r#"{"type":"response_start"}"#,
+            r#"{"type":"transcript","text":"héllo wörld"}"#,
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"response_end"}}"#,
         ] {
-            control(&tx, &event, slot, Some(slot)).unwrap();
-            let Some(Out::Msg(Message::Text(t))) = rx.try_recv().ok() else {
+            let Message::Text(t) = corrupted(&Message::text(text)) else {
                 panic!("text expected");
             };
             assert!(!t.is_empty());

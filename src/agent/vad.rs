@@ -191,6 +191,18 @@ impl Ear {
         Heard { audio, text }
     }
 
+    /// Audio that is not analysed (manual turns): it counts towards the next bare
+    /// `speech_end` only.
+    pub fn unanalysed(&mut self, samples: u64) {
+        self.idle_samples += samples;
+    }
+
+    /// Forget the open utterance and all audio not yet taken.
+    pub fn clear(&mut self) {
+        self.current = None;
+        self.idle_samples = 0;
+    }
+
     /// When the wall-clock fallback would end the open utterance: the client spoke (or, after
     /// an explicit `speech_start`, sent any audio) and then stopped sending frames. `None` while
     /// no audio has arrived for the open utterance.

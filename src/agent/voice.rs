@@ -45,6 +45,10 @@ impl Voice {
         }
     }
 
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
     /// Shape of one reply: `leading_silence` of zeros then `duration` of tone.
     pub fn reply(&self, leading_silence: Duration, duration: Duration) -> ReplyAudio {
         let lead = samples_in(leading_silence, self.sample_rate);
