@@ -36,6 +36,9 @@ pub struct Connection {
     pub headers: Vec<(String, String)>,
     pub subprotocols: Vec<String>,
     pub tls: Option<Arc<ClientConfig>>,
+    /// The target is the built-in agent (it accepts planrun's text hints, see
+    /// [`crate::protocol::openai`]).
+    pub builtin: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -72,6 +75,7 @@ impl Connection {
             headers: Vec::new(),
             subprotocols: Vec::new(),
             tls: None,
+            builtin: false,
         }
     }
 

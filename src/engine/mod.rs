@@ -227,6 +227,7 @@ pub async fn run(
     conn.headers = wire.headers.clone();
     conn.subprotocols = wire.subprotocols.clone();
     conn.tls = wire.tls.clone();
+    conn.builtin = agent.is_some();
     let conn = Arc::new(conn);
 
     let main_metric = plan

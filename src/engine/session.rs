@@ -207,7 +207,7 @@ fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failu
 }
 
 /// The wire adapter of one call.
-fn new_codec(wire: &WireSpec, rate: u32, rng: &mut StdRng) -> Codec {
+fn new_codec(wire: &WireSpec, rate: u32, builtin: bool, rng: &mut StdRng) -> Codec {
     match (&wire.protocol, &wire.custom) {
         (ProtocolKind::Twilio, _) => {
             Codec::Twilio(TwilioCodec::new(wire.twilio_parameters.clone(), rng))
@@ -216,6 +216,7 @@ fn new_codec(wire: &WireSpec, rate: u32, rng: &mut StdRng) -> Codec {
             wire.openai.turn_detection,
             wire.openai.session.clone(),
             rate,
+            builtin,
         )),
         (ProtocolKind::Custom, Some(proto)) => Codec::Custom(CustomCodec::new(proto.clone(), rng)),
         _ => Codec::Raw(RawCodec { sample_rate: rate }),
@@ -230,7 +231,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         Err((class, message)) => return connect_failure(class, message),
     };
     let connected = Instant::now();
-    let codec = new_codec(ctx.wire, ctx.sample_rate, ctx.rng);
+    let codec = new_codec(ctx.wire, ctx.sample_rate, ctx.conn.builtin, ctx.rng);
     let (sink, stream) = ws.split();
     let mut s = Session {
         ctx,

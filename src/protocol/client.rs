@@ -120,7 +120,7 @@ impl Codec {
             }]),
             // Twilio has no such messages: the bot's VAD hears the audio.
             Codec::Twilio(_) => Ok(Vec::new()),
-            Codec::OpenAi(c) => Ok(c.control(control, now)),
+            Codec::OpenAi(c) => Ok(c.control(control, text, now)),
             Codec::Custom(c) => c.control(control, text),
         }
     }

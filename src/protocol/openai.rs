@@ -81,17 +81,27 @@ pub struct OpenAiCodec {
     turn_detection: TurnDetection,
     session_extra: Option<Value>,
     rate: u32,
+    /// Attach what the caller said to `input_audio_buffer.commit` as `text` (only for the
+    /// built-in agent, which uses it in place of speech recognition; the real API would reject
+    /// the unknown field).
+    text_hints: bool,
     /// The assistant item whose audio is arriving, when its first delta came, and how many
     /// samples of it arrived.
     item: Option<(String, Instant, u64)>,
 }
 
 impl OpenAiCodec {
-    pub fn new(turn_detection: TurnDetection, session_extra: Option<Value>, rate: u32) -> Self {
+    pub fn new(
+        turn_detection: TurnDetection,
+        session_extra: Option<Value>,
+        rate: u32,
+        text_hints: bool,
+    ) -> Self {
         OpenAiCodec {
             turn_detection,
             session_extra,
             rate,
+            text_hints,
             item: None,
         }
     }
@@ -125,13 +135,16 @@ impl OpenAiCodec {
         Message::text(msg.to_string())
     }
 
-    pub fn control(&mut self, control: Control, now: Instant) -> Vec<Message> {
+    pub fn control(&mut self, control: Control, said: Option<&str>, now: Instant) -> Vec<Message> {
         let text = |v: Value| Message::text(v.to_string());
         match control {
-            Control::SpeechEnd if self.turn_detection == TurnDetection::Manual => vec![
-                text(json!({"type": "input_audio_buffer.commit"})),
-                text(json!({"type": "response.create"})),
-            ],
+            Control::SpeechEnd if self.turn_detection == TurnDetection::Manual => {
+                let mut commit = json!({"type": "input_audio_buffer.commit"});
+                if let Some(said) = said.filter(|_| self.text_hints) {
+                    commit["text"] = Value::from(said);
+                }
+                vec![text(commit), text(json!({"type": "response.create"}))]
+            }
             Control::Interrupt => {
                 let mut out = vec![text(json!({"type": "response.cancel"}))];
                 if let Some((item_id, first, samples)) = self.item.take() {
@@ -243,7 +256,7 @@ mod tests {
     #[test]
     fn session_update_carries_turn_detection_and_extra_fields() {
         let extra = json!({"instructions": "be brief", "audio": {"output": {"voice": "marin"}}});
-        let mut c = OpenAiCodec::new(TurnDetection::Manual, Some(extra), SAMPLE_RATE);
+        let mut c = OpenAiCodec::new(TurnDetection::Manual, Some(extra), SAMPLE_RATE, false);
         let s = json_of(&c.open()[0]);
         assert_eq!(s["type"], "session.update");
         assert!(s["session"]["audio"]["input"]["turn_detection"].is_null());
@@ -255,22 +268,22 @@ mod tests {
         );
         assert_eq!(s["session"]["instructions"], "be brief");
         let now = Instant::now();
-        let end = c.control(Control::SpeechEnd, now);
+        let end = c.control(Control::SpeechEnd, None, now);
         assert_eq!(json_of(&end[0])["type"], "input_audio_buffer.commit");
         assert_eq!(json_of(&end[1])["type"], "response.create");
-        let mut vad = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE);
-        assert!(vad.control(Control::SpeechEnd, now).is_empty());
+        let mut vad = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE, false);
+        assert!(vad.control(Control::SpeechEnd, None, now).is_empty());
     }
 
     #[test]
     fn deltas_are_audio_and_interrupt_truncates_what_was_heard() {
-        let mut c = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE);
+        let mut c = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE, false);
         let t0 = Instant::now();
         let delta = json!({"type": "response.output_audio.delta", "item_id": "it1",
             "delta": b64(&pcm16_bytes(&[5; 2400]))});
         let ev = c.decode(&Message::text(delta.to_string()), t0).unwrap();
         assert!(matches!(&ev[0], WireEvent::Audio(s) if s.len() == 2400));
-        let out = c.control(Control::Interrupt, t0 + Duration::from_millis(40));
+        let out = c.control(Control::Interrupt, None, t0 + Duration::from_millis(40));
         assert_eq!(json_of(&out[0])["type"], "response.cancel");
         let trunc = json_of(&out[1]);
         assert_eq!(trunc["item_id"], "it1");
@@ -279,7 +292,7 @@ mod tests {
 
     #[test]
     fn events_map_to_planrun_names() {
-        let mut c = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE);
+        let mut c = OpenAiCodec::new(TurnDetection::ServerVad, None, SAMPLE_RATE, false);
         let t = Instant::now();
         let names = |c: &mut OpenAiCodec, v: Value| -> Vec<String> {
             c.decode(&Message::text(v.to_string()), t)
