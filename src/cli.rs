@@ -819,6 +819,9 @@ async fn run_once(
     } else {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
         let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
+        if let Some(r) = &rep.stop_reason {
+            let _ = writeln!(stdout, "  {r}");
+        }
         for t in rep.thresholds.iter().filter(|t| !t.passed) {
             let _ = writeln!(
                 stdout,
