@@ -30,8 +30,10 @@ pub mod exit {
     /// A metric regressed against the baseline (`compare`, `--baseline`) beyond the tolerance
     /// and significantly.
     pub const REGRESSED: u8 = 4;
-    /// Stopped with Ctrl-C (the report is still written).
+    /// Stopped with Ctrl-C / SIGINT (the report is still written).
     pub const INTERRUPTED: u8 = 130;
+    /// Stopped with SIGTERM (the report is still written).
+    pub const TERMINATED: u8 = 143;
 
     /// The worse of two run outcomes (for sweeps): stopped > cannot run > threshold failed >
     /// regressed > passed.
@@ -63,7 +65,8 @@ Examples:
 
 Exit codes: 0 all thresholds passed, 1 a threshold failed, 2 invalid plan or usage,
 3 the run could not proceed (e.g. every connection refused), 4 a metric regressed against
-the baseline, 130 stopped with Ctrl-C.";
+the baseline, 130 stopped with Ctrl-C (SIGINT), 143 stopped with SIGTERM. A run stopped by an
+`abort_on_fail` threshold exits 1; one capped by --max-duration is judged by its thresholds.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -229,6 +232,146 @@ pub struct RunArgs {
     /// Also chart the CPU and memory of this process (the agent under test).
     #[arg(long, value_name = "PID")]
     pub target_pid: Option<u32>,
+    /// Cap the whole run (all counts of a sweep together), e.g. `30s`, `10m`: iterations in
+    /// flight are aborted and counted, the report says the run was capped.
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_duration)]
+    pub max_duration: Option<Duration>,
+    /// Write into the report folder even when it already holds files (default: a fresh
+    /// `-2`, `-3`, … folder beside it).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn parse_max_duration(s: &str) -> Result<Duration, String> {
+    match crate::dist::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone, PartialEq)]
+enum StopCause {
+    /// SIGINT (Ctrl-C) or SIGTERM: the signal's name and the exit code.
+    Signal(&'static str, u8),
+    MaxDuration(Duration),
+    /// An `abort_on_fail` threshold failed: `metric expression (observed …)`.
+    Threshold(String),
+}
+
+impl StopCause {
+    fn kind(&self) -> &'static str {
+        match self {
+            StopCause::Signal(..) => "signal",
+            StopCause::MaxDuration(_) => "max_duration",
+            StopCause::Threshold(_) => "threshold",
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            StopCause::Signal(name, _) => format!("stopped by {name}"),
+            StopCause::MaxDuration(d) => format!(
+                "capped at {} by --max-duration",
+                crate::dist::format_duration(*d)
+            ),
+            StopCause::Threshold(t) => format!("aborted by threshold {t}"),
+        }
+    }
+}
+
+/// The run's stop switch: the first cause wins; every stop turns the engine's watch on.
+#[derive(Clone)]
+struct StopControl {
+    tx: Arc<watch::Sender<bool>>,
+    cause: Arc<std::sync::Mutex<Option<StopCause>>>,
+}
+
+impl StopControl {
+    fn new() -> (Self, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (
+            StopControl {
+                tx: Arc::new(tx),
+                cause: Arc::new(std::sync::Mutex::new(None)),
+            },
+            rx,
+        )
+    }
+    /// Stop the run; returns false when it was already stopping.
+    fn stop(&self, cause: StopCause) -> bool {
+        let first = match self.cause.lock() {
+            Ok(mut c) if c.is_none() => {
+                *c = Some(cause);
+                true
+            }
+            _ => false,
+        };
+        let _ = self.tx.send(true);
+        first
+    }
+    fn cause(&self) -> Option<StopCause> {
+        self.cause.lock().ok().and_then(|c| c.clone())
+    }
+}
+
+/// Stop on SIGINT/SIGTERM (report written with what was measured); a second signal exits at
+/// once (the streamed timeline is already on disk).
+async fn watch_signals(ctl: StopControl, quiet: bool) {
+    #[cfg(unix)]
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("planrun: cannot watch SIGTERM: {e}");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let got = tokio::select! {
+            r = tokio::signal::ctrl_c() => r.ok().map(|()| ("SIGINT", exit::INTERRUPTED)),
+            s = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => s.map(|()| ("SIGTERM", exit::TERMINATED)),
+        };
+        #[cfg(not(unix))]
+        let got = tokio::signal::ctrl_c()
+            .await
+            .ok()
+            .map(|()| ("SIGINT", exit::INTERRUPTED));
+        let Some((name, code)) = got else { return };
+        if ctl.stop(StopCause::Signal(name, code)) {
+            if !quiet {
+                eprintln!(
+                    "\nplanrun: stopping ({name}); finishing the report… (again to exit at once)"
+                );
+            }
+        } else {
+            eprintln!("\nplanrun: {name} again: exiting now; the streamed timeline.csv is on disk");
+            std::process::exit(i32::from(code));
+        }
+    }
+}
+
+/// The report folder to use: `wanted`, or — when it already holds files and `overwrite` is not
+/// set — the first free `wanted-2`, `wanted-3`, …
+fn fresh_out_dir(wanted: &std::path::Path, overwrite: bool) -> PathBuf {
+    let busy = |p: &std::path::Path| {
+        std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some()) || p.is_file()
+    };
+    if overwrite || !busy(wanted) {
+        return wanted.to_path_buf();
+    }
+    let name = wanted
+        .file_name()
+        .map_or_else(|| "report".to_string(), |n| n.to_string_lossy().to_string());
+    (2u32..)
+        .map(|n| wanted.with_file_name(format!("{name}-{n}")))
+        .find(|p| !busy(p))
+        .unwrap_or_else(|| wanted.to_path_buf())
 }
 
 fn parse_dist(s: &str) -> Result<Dist, String> {
@@ -374,6 +517,7 @@ struct RunSetup {
     gate: report::compare::Options,
     quiet: bool,
     target_pid: Option<u32>,
+    stop: StopControl,
 }
 
 async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
@@ -437,28 +581,53 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
     } else {
         args.output.format.clone()
     };
+    let wanted = args
+        .out
+        .clone()
+        .unwrap_or_else(|| report::default_out_dir(&compiled, std::time::SystemTime::now()));
+    let out = fresh_out_dir(&wanted, args.overwrite);
+    if out != wanted {
+        eprintln!(
+            "planrun: {} already holds files; writing this run to {} (--overwrite to reuse it)",
+            wanted.display(),
+            out.display()
+        );
+    }
+    match crate::resources::raise_fd_limit() {
+        Ok(Some((from, to))) if !args.quiet => {
+            eprintln!("planrun: raised the open-file limit from {from} to {to}");
+        }
+        Ok(_) => {}
+        Err(e) if !args.quiet => eprintln!("planrun: {e}"),
+        Err(_) => {}
+    }
+    let (stop, stop_rx) = StopControl::new();
     let setup = RunSetup {
         outputs: report::Outputs {
             formats,
             templates,
             write_data: true,
         },
-        out: args
-            .out
-            .clone()
-            .unwrap_or_else(|| report::default_out_dir(&compiled, std::time::SystemTime::now())),
+        out,
         baseline,
         gate: args.gate.options(),
         quiet: args.quiet,
         target_pid: args.target_pid,
+        stop: stop.clone(),
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nplanrun: stopping (Ctrl-C); finishing the report…");
-            let _ = stop_tx.send(true);
-        }
+    let ctrl_c = tokio::spawn(watch_signals(stop.clone(), args.quiet));
+    let cap = args.max_duration.map(|d| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            if stop.stop(StopCause::MaxDuration(d)) {
+                eprintln!(
+                    "\nplanrun: --max-duration {} reached; stopping and writing the report…",
+                    crate::dist::format_duration(d)
+                );
+            }
+        })
     });
     let sweep = counts.len() > 1;
     let mut code = exit::PASSED;
@@ -488,6 +657,9 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         }
     }
     ctrl_c.abort();
+    if let Some(c) = cap {
+        c.abort();
+    }
     if sweep && !views.is_empty() {
         match write_sweep(&compiled.name, &views, &setup.out) {
             Ok(()) => println!(
@@ -546,12 +718,70 @@ async fn run_once(
         );
     }
     let builtin = compiled.target.url == TargetUrl::Builtin;
+    // The folder describes itself from the start (run_info.json), and the timeline is streamed
+    // into it, so a killed run still leaves something `planrun report` can render.
+    let info = report::RunInfo::new(
+        compiled,
+        &compiled.target.url.to_string(),
+        std::time::SystemTime::now(),
+    );
+    let info_path = setup.out.join(report::output_name("run_info.json", suffix));
+    let info_written = std::fs::create_dir_all(&setup.out)
+        .map_err(|e| e.to_string())
+        .and_then(|()| serde_json::to_string_pretty(&info).map_err(|e| e.to_string()))
+        .and_then(|j| report::write_atomic(&info_path, (j + "\n").as_bytes()));
+    if let Err(e) = info_written {
+        eprintln!("planrun: {e}");
+    }
+    let abort_specs: Vec<_> = compiled
+        .thresholds
+        .iter()
+        .filter(|t| t.expr.abort_on_fail)
+        .cloned()
+        .collect();
+    let live: Option<report::timeline::LiveSummary> = (!abort_specs.is_empty()).then(|| {
+        Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
+            crate::metrics::Recorder::default(),
+            compiled.metrics.clone(),
+            Duration::ZERO,
+            false,
+        )))
+    });
+    let (sink, sink_rx) = std::sync::mpsc::channel();
+    let csv_path = setup.out.join(report::output_name("timeline.csv", suffix));
+    let stream = match report::timeline::Stream::start(&csv_path, sink_rx, live.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("planrun: the timeline is not streamed: {e}");
+            None
+        }
+    };
+    let monitor =
+        live.map(|live| tokio::spawn(monitor_thresholds(live, abort_specs, setup.stop.clone())));
     let sampler = Sampler::start(
         setup.target_pid,
         builtin && setup.target_pid.is_none(),
         Duration::from_secs(1),
     );
-    let outcome = engine::run(compiled, stop_rx, progress).await;
+    let outcome = engine::run_observed(
+        compiled,
+        stop_rx,
+        progress,
+        stream.is_some().then_some(sink),
+    )
+    .await;
+    if let Some(m) = monitor {
+        m.abort();
+    }
+    if let Some(st) = stream {
+        match st.finish() {
+            Ok(_) if !setup.outputs.formats.contains(&ReportFormat::Csv) => {
+                let _ = std::fs::remove_file(&csv_path);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("planrun: {e}"),
+        }
+    }
     let resources = tokio::task::spawn_blocking(move || sampler.stop())
         .await
         .ok();
@@ -567,8 +797,16 @@ async fn run_once(
         }
     };
     let results = thresholds::evaluate(&outcome.summary, &compiled.thresholds);
-    let rep =
+    let mut rep =
         report::RunReport::build(compiled, &outcome, results).with_resources(resources.as_ref());
+    let cause = setup.stop.cause().filter(|_| rep.aborted);
+    if let Some(c) = &cause {
+        rep.stopped_by = Some(c.kind().to_string());
+        rep.stop_reason = Some(c.describe());
+        if matches!(c, StopCause::MaxDuration(_)) {
+            rep.passed = thresholds::all_passed(&rep.thresholds);
+        }
+    }
     let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
     let files = RunFiles::new(&rep, run_data);
     let written = files
@@ -583,6 +821,9 @@ async fn run_once(
     } else {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
         let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
+        if let Some(r) = &rep.stop_reason {
+            let _ = writeln!(stdout, "  {r}");
+        }
         for t in rep.thresholds.iter().filter(|t| !t.passed) {
             let _ = writeln!(
                 stdout,
@@ -616,7 +857,11 @@ async fn run_once(
         .filter_map(|c| rep.errors.get(*c))
         .sum();
     let all_refused = counts.total > 0 && not_connected == counts.total;
-    let code = if rep.aborted {
+    let code = if let Some(StopCause::Signal(_, c)) = &cause {
+        *c
+    } else if let Some(StopCause::Threshold(_)) = &cause {
+        exit::THRESHOLD_FAILED
+    } else if rep.aborted && cause.is_none() {
         exit::INTERRUPTED
     } else if all_refused {
         eprintln!(
@@ -634,6 +879,52 @@ async fn run_once(
         exit::PASSED
     };
     (code, files.ok().map(|f| f.view))
+}
+
+/// Judge the `abort_on_fail` thresholds about once a second on everything finished so far;
+/// stop the run when one can no longer pass (after its `delay_abort_eval`).
+async fn monitor_thresholds(
+    live: report::timeline::LiveSummary,
+    specs: Vec<crate::plan::compile::ThresholdSpec>,
+    stop: StopControl,
+) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        let due: Vec<_> = specs
+            .iter()
+            .filter(|t| elapsed >= t.expr.delay_abort_eval)
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let verdict = {
+            let Ok(mut s) = live.lock() else { return };
+            s.elapsed = elapsed;
+            let results = thresholds::evaluate(&s, &due);
+            due.iter()
+                .zip(results)
+                .find(|(spec, r)| thresholds::can_no_longer_pass(spec, r))
+                .map(|(_, r)| {
+                    format!(
+                        "{} {} (observed {})",
+                        r.metric, r.expression, r.observed_text
+                    )
+                })
+        };
+        if let Some(what) = verdict {
+            if stop.stop(StopCause::Threshold(what.clone())) {
+                eprintln!(
+                    "\nplanrun: threshold {what} can no longer pass; stopping (abort_on_fail)…"
+                );
+            }
+            return;
+        }
+    }
 }
 
 fn compare_runs(base: &std::path::Path, new: &std::path::Path, gate: &GateArgs) -> u8 {

@@ -102,6 +102,47 @@ impl Sampler {
     }
 }
 
+/// Raise the soft limit on open files (RLIMIT_NOFILE) to the hard limit, so many users don't
+/// run out of sockets. Returns `Some((old, new))` when it was raised, `None` when already at
+/// the hard limit (or not on Unix).
+pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return Err(format!(
+                "cannot read the open-file limit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let old = lim.rlim_cur;
+        // macOS refuses values above OPEN_MAX even when the hard limit is unlimited.
+        let mut target = lim.rlim_max;
+        if cfg!(target_os = "macos") {
+            target = target.min(10_240);
+        }
+        if old >= target {
+            return Ok(None);
+        }
+        lim.rlim_cur = target;
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(format!(
+                "cannot raise the open-file limit from {old} to {target}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        Ok(Some((old as u64, target as u64)))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

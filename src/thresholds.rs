@@ -2,12 +2,18 @@
 //!
 //! A threshold on a metric that got no samples fails: a broken scenario must not pass CI by
 //! measuring nothing.
+//!
+//! Windowed thresholds (`p95 < 1.5s over 10s`) are judged over sliding windows of the run:
+//! windows of length W starting every W/4 from the run's start, plus one window ending at the
+//! run's end, so every instant is covered. Each window is judged from the timestamped samples
+//! it holds (a sample belongs to the window in which it was measured; empty windows are not
+//! judged); the threshold fails if any window breaches, and the result names the worst window.
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{MetricStats, Summary};
+use crate::metrics::{FailureClass, MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
-use crate::plan::threshold::Stat;
+use crate::plan::threshold::{Op, Stat};
 use crate::plan::{CHECKS, SUCCESS_RATE};
 
 /// The verdict on one threshold expression.
@@ -21,6 +27,146 @@ pub struct ThresholdResult {
     pub passed: bool,
     /// Human-readable observed value, e.g. `812.4ms`, `0.97`, `no samples`.
     pub observed_text: String,
+    /// For `over W` thresholds: how the windows went (`observed` is the worst window's value).
+    pub window: Option<WindowReport>,
+    /// The threshold may stop the run early (`abort_on_fail`).
+    pub abort_on_fail: bool,
+}
+
+/// How a windowed threshold's windows went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WindowReport {
+    /// Window length and step between window starts, in seconds.
+    pub window_s: f64,
+    pub step_s: f64,
+    /// Windows that held at least one sample (judged), and how many of them breached.
+    pub judged: u64,
+    pub failed: u64,
+    /// The worst window: seconds since the run started.
+    pub worst_start_s: f64,
+    pub worst_end_s: f64,
+}
+
+/// Nearest-rank quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+/// One statistic of a set of values (ms); None when empty.
+fn stat_of(values: &mut [f64], stat: Stat) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(match stat {
+        Stat::P50 => quantile(values, 0.50),
+        Stat::P90 => quantile(values, 0.90),
+        Stat::P95 => quantile(values, 0.95),
+        Stat::P99 => quantile(values, 0.99),
+        Stat::Mean => values.iter().sum::<f64>() / values.len() as f64,
+        Stat::Min => values[0],
+        Stat::Max => values[values.len() - 1],
+        Stat::Count => values.len() as f64,
+        Stat::Rate => return None,
+    })
+}
+
+/// The window bounds `[start, end)` in µs covering `0..end_us`.
+pub fn windows(window_us: u64, end_us: u64) -> Vec<(u64, u64)> {
+    let w = window_us.max(1);
+    if end_us <= w {
+        return vec![(0, w)];
+    }
+    let step = (w / 4).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + w < end_us {
+        out.push((start, start + w));
+        start += step;
+    }
+    out.push((end_us - w, end_us + 1));
+    out
+}
+
+/// Judge a threshold over sliding windows; `points` are (µs since start, value) — values in ms
+/// for metrics, 1.0/0.0 (succeeded/failed) for rates.
+fn judge_windows(
+    t: &ThresholdSpec,
+    window: std::time::Duration,
+    mut points: Vec<(u64, f64)>,
+    end_us: u64,
+) -> (Option<f64>, bool, Option<WindowReport>) {
+    let stat = t.expr.stat_or_rate();
+    points.sort_by_key(|p| p.0);
+    let w_us = window.as_micros().min(u128::from(u64::MAX)) as u64;
+    let end_us = end_us.max(points.last().map_or(0, |p| p.0));
+    let bounds = windows(w_us, end_us);
+    let mut report = WindowReport {
+        window_s: window.as_secs_f64(),
+        step_s: (w_us / 4).max(1) as f64 / 1e6,
+        ..WindowReport::default()
+    };
+    let worse = |a: f64, b: f64| match t.expr.op {
+        Op::Lt | Op::Le => a > b,
+        Op::Gt | Op::Ge => a < b,
+    };
+    let mut worst: Option<f64> = None;
+    let mut lo = 0;
+    for (start, end) in bounds {
+        while lo < points.len() && points[lo].0 < start {
+            lo += 1;
+        }
+        let mut hi = lo;
+        while hi < points.len() && points[hi].0 < end {
+            hi += 1;
+        }
+        let mut vals: Vec<f64> = points[lo..hi].iter().map(|p| p.1).collect();
+        let value = if stat == Stat::Rate {
+            (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+        } else {
+            stat_of(&mut vals, stat)
+        };
+        let Some(v) = value else { continue };
+        report.judged += 1;
+        if !t.expr.op.holds(v, t.expr.limit) {
+            report.failed += 1;
+        }
+        if worst.is_none_or(|w| worse(v, w)) {
+            worst = Some(v);
+            report.worst_start_s = start as f64 / 1e6;
+            report.worst_end_s = end.min(end_us) as f64 / 1e6;
+        }
+    }
+    let passed = worst.is_some() && report.failed == 0;
+    (worst, passed, (report.judged > 0).then_some(report))
+}
+
+/// The timestamped points a windowed threshold is judged from.
+fn window_points(summary: &Summary, metric: &str) -> Vec<(u64, f64)> {
+    if metric == SUCCESS_RATE {
+        summary
+            .recorder
+            .iterations
+            .iter()
+            .filter(|r| {
+                r.failure
+                    .as_ref()
+                    .is_none_or(|f| f.class != FailureClass::Aborted)
+            })
+            .map(|r| (r.end_us, if r.failure.is_none() { 1.0 } else { 0.0 }))
+            .collect()
+    } else {
+        summary
+            .recorder
+            .iterations
+            .iter()
+            .flat_map(|r| r.samples.iter())
+            .filter(|s| s.metric == metric)
+            .map(|s| (s.at_us, s.value_ms))
+            .collect()
+    }
 }
 
 fn stat_value(stats: &MetricStats, stat: Stat) -> Option<f64> {
@@ -43,7 +189,18 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
         .iter()
         .map(|t| {
             let stat = t.expr.stat_or_rate();
-            let observed = if t.metric == SUCCESS_RATE {
+            let mut window = None;
+            let mut windowed_pass = None;
+            let observed = if let Some(w) = t.expr.window.filter(|_| t.metric != CHECKS) {
+                let end_us = summary.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+                let (v, passed, report) =
+                    judge_windows(t, w, window_points(summary, &t.metric), end_us);
+                window = report;
+                windowed_pass = Some(passed);
+                v
+            } else if t.expr.window.is_some() {
+                None // `checks` have no timestamps
+            } else if t.metric == SUCCESS_RATE {
                 summary.iterations().success_rate()
             } else if t.metric == CHECKS {
                 summary.check_rate()
@@ -53,8 +210,12 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             } else {
                 summary.stats(&t.metric).and_then(|s| stat_value(&s, stat))
             };
-            let passed = observed.is_some_and(|v| t.expr.op.holds(v, t.expr.limit));
-            let observed_text = match observed {
+            let passed = windowed_pass
+                .unwrap_or_else(|| observed.is_some_and(|v| t.expr.op.holds(v, t.expr.limit)));
+            let mut observed_text = match observed {
+                None if t.metric == CHECKS && t.expr.window.is_some() => {
+                    "checks cannot be judged over windows".to_string()
+                }
                 None if t.metric == SUCCESS_RATE => "no iterations".to_string(),
                 None if t.metric == CHECKS => "no checks ran".to_string(),
                 None => "no samples".to_string(),
@@ -62,15 +223,38 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 Some(v) if stat == Stat::Count => format!("{v:.0}"),
                 Some(v) => format!("{v:.4}"),
             };
+            if let Some(w) = &window {
+                observed_text = format!(
+                    "{observed_text} in the worst window {:.1}s–{:.1}s; {} of {} windows breached",
+                    w.worst_start_s, w.worst_end_s, w.failed, w.judged
+                );
+            }
             ThresholdResult {
                 metric: t.metric.clone(),
                 expression: t.expr.text.clone(),
                 observed,
                 passed,
                 observed_text,
+                window,
+                abort_on_fail: t.expr.abort_on_fail,
             }
         })
         .collect()
+}
+
+/// Whether an `abort_on_fail` threshold, judged during the run, can no longer pass: it has
+/// samples and fails now. Percentiles, means and rates are judged on what was measured so far
+/// (like k6); a windowed threshold with a breached window can never pass again; a count fails
+/// for good only once it exceeds an upper bound (`count < N` / `count <= N`), while a lower
+/// bound (`count >= N`) is left to the end of the run. No samples yet is not a failure here.
+pub fn can_no_longer_pass(spec: &ThresholdSpec, result: &ThresholdResult) -> bool {
+    if !spec.expr.abort_on_fail || result.passed || result.observed.is_none() {
+        return false;
+    }
+    if spec.expr.stat == Some(Stat::Count) {
+        return matches!(spec.expr.op, Op::Lt | Op::Le);
+    }
+    true
 }
 
 /// Whether every threshold passed.
@@ -147,6 +331,97 @@ mod tests {
             [false, true, true, true]
         );
         assert_eq!(r[0].observed, Some(0.97));
+    }
+
+    /// 200 samples at 1 per 100 ms (20 s): 100 ms each, except a 2 s spike of 1 s values at
+    /// 10–11 s (5% of the samples, so the whole-run p95 is still 100 ms).
+    fn spiky() -> Summary {
+        use crate::metrics::Sample;
+        let mut r = Recorder::default();
+        for i in 0..200u64 {
+            let at_us = i * 100_000;
+            let ms = if (100..110).contains(&i) {
+                1000.0
+            } else {
+                100.0
+            };
+            r.record("ttfa", Duration::from_micros((ms * 1000.0) as u64));
+            r.iteration(IterationRecord {
+                user: 0,
+                iteration: i,
+                scenario: "s".into(),
+                start_us: at_us,
+                end_us: at_us,
+                failure: None,
+                markers: vec![],
+                samples: vec![Sample {
+                    metric: "ttfa".into(),
+                    at_us,
+                    value_ms: ms,
+                }],
+            });
+        }
+        Summary::new(r, vec!["ttfa".into()], Duration::from_secs(20), false)
+    }
+
+    #[test]
+    fn a_spike_whole_run_p95_hides_fails_a_window() {
+        let s = spiky();
+        let r = evaluate(
+            &s,
+            &[
+                spec("ttfa", "p95 < 500ms"),
+                spec("ttfa", "p95 < 500ms over 4s"),
+                spec("ttfa", "p95 < 1.5s over 4s"),
+                spec("success_rate", "> 0.9 over 4s"),
+            ],
+        );
+        assert!(r[0].passed, "whole run hides the spike: {:?}", r[0]);
+        assert!(!r[1].passed, "{:?}", r[1]);
+        assert_eq!(r[1].observed, Some(1000.0));
+        let w = r[1].window.as_ref().unwrap();
+        assert!(w.failed > 0 && w.failed < w.judged, "{w:?}");
+        assert!(w.worst_start_s <= 10.0 && w.worst_end_s >= 10.9, "{w:?}");
+        assert!(
+            r[1].observed_text.contains("worst window"),
+            "{}",
+            r[1].observed_text
+        );
+        assert!(r[2].passed, "{:?}", r[2]);
+        assert!(r[3].passed && r[3].observed == Some(1.0), "{:?}", r[3]);
+    }
+
+    #[test]
+    fn windows_cover_the_run() {
+        assert_eq!(windows(10, 5), vec![(0, 10)]);
+        let w = windows(4, 10);
+        assert_eq!(w.first(), Some(&(0, 4)));
+        assert_eq!(w.last(), Some(&(6, 11)));
+        assert!(w.windows(2).all(|p| p[1].0 - p[0].0 <= 1));
+    }
+
+    #[test]
+    fn abort_only_when_it_can_no_longer_pass() {
+        let s = summary();
+        let mut specs = vec![
+            spec("ttfa", "p95 < 900ms"),
+            spec("ttfa", "count < 50"),
+            spec("ttfa", "count > 500"),
+            spec("never", "p95 < 1s"),
+            spec("ttfa", "p95 < 2s"),
+        ];
+        for sp in &mut specs {
+            sp.expr.abort_on_fail = true;
+        }
+        let r = evaluate(&s, &specs);
+        let verdicts: Vec<bool> = specs
+            .iter()
+            .zip(&r)
+            .map(|(sp, r)| can_no_longer_pass(sp, r))
+            .collect();
+        assert_eq!(verdicts, [true, true, false, false, false]);
+        specs[0].expr.abort_on_fail = false;
+        assert!(!can_no_longer_pass(&specs[0], &r[0]));
     }
 
     #[test]

@@ -449,7 +449,12 @@ async fn example_interruptions_writes_every_report() {
     let iterations = run["iterations"].as_array().unwrap();
     let events: usize = iterations
         .iter()
-        .map(|i| 2 + i["markers"].as_array().unwrap().len() + usize::from(!i["failure"].is_null()))
+        .map(|i| {
+            // start, end, markers, one `record:METRIC` row per sample, failure
+            2 + i["markers"].as_array().unwrap().len()
+                + i["samples"].as_array().unwrap().len()
+                + usize::from(!i["failure"].is_null())
+        })
         .sum();
     let mut csv = csv::Reader::from_path(out.join("timeline.csv")).unwrap();
     let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();

@@ -74,13 +74,18 @@ async fn a_run_writes_every_report_and_they_parse() {
             .is_empty()
     );
 
-    // run.json and timeline.csv: one row per marker, per iteration start/end and per failure.
+    // run.json and timeline.csv: one row per marker, per sample, per iteration start/end and per
+    // failure.
     let run = json(&out.join("run.json"));
     let iterations = run["iterations"].as_array().unwrap();
     assert_eq!(iterations.len(), 4);
     let expected_rows: usize = iterations
         .iter()
-        .map(|i| 2 + i["markers"].as_array().unwrap().len() + usize::from(!i["failure"].is_null()))
+        .map(|i| {
+            2 + i["markers"].as_array().unwrap().len()
+                + i["samples"].as_array().unwrap().len()
+                + usize::from(!i["failure"].is_null())
+        })
         .sum();
     let mut csv = csv::Reader::from_path(out.join("timeline.csv")).unwrap();
     let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();

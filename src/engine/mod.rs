@@ -29,6 +29,17 @@ pub struct Progress {
     recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
 }
 
+/// How long a call in flight may take to wind down after the run is stopped (the session
+/// aborts its steps at once; this bounds what it cannot interrupt, such as a connect to a
+/// server that never answers). Past it the call is dropped and counted as `aborted`.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Resolves [`STOP_GRACE`] after the run is stopped.
+async fn stopped_past_grace(mut stop: watch::Receiver<bool>) {
+    session::wait_stop(&mut stop).await;
+    tokio::time::sleep(STOP_GRACE).await;
+}
+
 /// The window of the progress line's rolling percentile.
 pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
 
@@ -199,6 +210,21 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
 ) -> Result<RunOutcome, EngineError> {
+    run_observed(plan, stop, progress, None).await
+}
+
+/// Receives a copy of every iteration as it finishes (for the streamed timeline and the live
+/// threshold monitor). A plain channel: sending never blocks a user, and a receiver that went
+/// away only stops the copies.
+pub type IterationSink = std::sync::mpsc::Sender<IterationRecord>;
+
+/// [`run`], also sending each finished iteration to `sink`.
+pub async fn run_observed(
+    plan: &CompiledPlan,
+    stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+    sink: Option<IterationSink>,
+) -> Result<RunOutcome, EngineError> {
     let started_at = SystemTime::now();
     // wss:// targets use rustls with the ring provider (ignored when already installed).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -262,8 +288,10 @@ pub async fn run(
             deadline,
             stop.clone(),
             progress.clone(),
+            sink.clone(),
         ));
     }
+    drop(sink);
     let mut total = Recorder::default();
     while let Some(res) = tasks.join_next().await {
         // A panicking user loses its own results only; the run goes on.
@@ -293,6 +321,7 @@ async fn user_loop(
     deadline: Option<Instant>,
     mut stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
+    sink: Option<IterationSink>,
 ) -> Recorder {
     let mut rec = Recorder::default();
     let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
@@ -325,29 +354,45 @@ async fn user_loop(
             rng: &mut rng,
             stop: stop.clone(),
         };
-        let outcome = match scenario.timeout {
-            // The session enforces the scenario timeout step by step (keeping its trace); this
-            // is only a safety net.
-            Some(t) => tokio::time::timeout(
-                t + Duration::from_secs(2),
-                session::run_iteration(&mut ctx, scenario),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                (
-                    session::Trace::default(),
-                    Some(crate::metrics::Failure {
-                        class: FailureClass::Timeout,
-                        step: String::new(),
-                        message: format!(
-                            "scenario `{}` took longer than its timeout {}",
-                            scenario.name,
-                            crate::dist::format_duration(t)
-                        ),
-                    }),
+        let call = async {
+            match scenario.timeout {
+                // The session enforces the scenario timeout step by step (keeping its trace); this
+                // is only a safety net.
+                Some(t) => tokio::time::timeout(
+                    t + Duration::from_secs(2),
+                    session::run_iteration(&mut ctx, scenario),
                 )
-            }),
-            None => session::run_iteration(&mut ctx, scenario).await,
+                .await
+                .unwrap_or_else(|_| {
+                    (
+                        session::Trace::default(),
+                        Some(crate::metrics::Failure {
+                            class: FailureClass::Timeout,
+                            step: String::new(),
+                            message: format!(
+                                "scenario `{}` took longer than its timeout {}",
+                                scenario.name,
+                                crate::dist::format_duration(t)
+                            ),
+                        }),
+                    )
+                }),
+                None => session::run_iteration(&mut ctx, scenario).await,
+            }
+        };
+        let outcome = tokio::select! {
+            o = call => o,
+            () = stopped_past_grace(stop.clone()) => (
+                session::Trace::default(),
+                Some(crate::metrics::Failure {
+                    class: FailureClass::Aborted,
+                    step: String::new(),
+                    message: format!(
+                        "the run was stopped and this call did not wind down within {}",
+                        crate::dist::format_duration(STOP_GRACE)
+                    ),
+                }),
+            ),
         };
         let (trace, failure) = outcome;
         if let Some(dir) = &plan.audio_dir {
@@ -370,7 +415,7 @@ async fn user_loop(
         }
         progress.iterations_done.fetch_add(1, Ordering::Relaxed);
         progress.push(&trace.samples);
-        rec.iteration(IterationRecord {
+        let record = IterationRecord {
             user,
             iteration,
             scenario: scenario.name.clone(),
@@ -379,7 +424,11 @@ async fn user_loop(
             failure,
             markers: trace.markers,
             samples: trace.samples,
-        });
+        };
+        if let Some(tx) = &sink {
+            let _ = tx.send(record.clone());
+        }
+        rec.iteration(record);
         iteration += 1;
         let last = plan.load.iterations.is_some_and(|n| iteration >= n)
             || deadline.is_some_and(|d| Instant::now() >= d);

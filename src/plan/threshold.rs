@@ -1,8 +1,11 @@
-//! Threshold expressions: `p95 < 1.5s`, `count >= 10`, `> 0.99` (for rates).
+//! Threshold expressions: `p95 < 1.5s`, `count >= 10`, `> 0.99` (for rates), optionally judged
+//! over sliding windows (`p95 < 1.5s over 10s`), and an object form with run-control options
+//! (`{threshold: "p95 < 800ms", abort_on_fail: true, delay_abort_eval: 10s}`).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer};
@@ -104,8 +107,17 @@ pub struct ThresholdExpr {
     pub limit: f64,
     /// Whether the limit was written as a duration.
     pub limit_is_duration: bool,
+    /// `over W`: judged in every sliding window of this length; fails if any window breaches.
+    pub window: Option<Duration>,
+    /// Stop the run as soon as this threshold can no longer pass.
+    pub abort_on_fail: bool,
+    /// With `abort_on_fail`: how long after the start before it is judged during the run.
+    pub delay_abort_eval: Duration,
     pub text: String,
 }
+
+/// Keys of the object form.
+const OBJECT_KEYS: &[&str] = &["threshold", "abort_on_fail", "delay_abort_eval"];
 
 impl ThresholdExpr {
     /// The statistic to compare, defaulting to `rate` when the expression names none.
@@ -119,12 +131,38 @@ impl FromStr for ThresholdExpr {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let op_at = t.find(['<', '>']).ok_or_else(|| {
+        let (expr, window) = match t.rfind(" over ") {
+            Some(i) => {
+                let w = t[i + 6..].trim();
+                let d =
+                    parse_duration(w).map_err(|e| format!("in threshold `{t}`: window: {e}"))?;
+                if d.is_zero() {
+                    return Err(format!("threshold `{t}` has a zero-length window"));
+                }
+                (t[..i].trim_end(), Some(d))
+            }
+            None => (t, None),
+        };
+        let mut e = parse_expr(expr, t)?;
+        if window.is_some() && e.stat == Some(Stat::Count) {
+            return Err(format!(
+                "threshold `{t}`: `count` cannot be judged over a window; use a percentile, mean, min, max or a rate"
+            ));
+        }
+        e.window = window;
+        Ok(e)
+    }
+}
+
+/// Parse `STAT OP LIMIT` (`t` is the whole text, for messages).
+fn parse_expr(expr: &str, t: &str) -> Result<ThresholdExpr, String> {
+    {
+        let op_at = expr.find(['<', '>']).ok_or_else(|| {
             format!(
                 "threshold `{t}` has no comparison: write e.g. `p95 < 1.5s`, `count >= 10` or `> 0.99`"
             )
         })?;
-        let (left, rest) = t.split_at(op_at);
+        let (left, rest) = expr.split_at(op_at);
         let (op, right) = if let Some(r) = rest.strip_prefix("<=") {
             (Op::Le, r)
         } else if let Some(r) = rest.strip_prefix(">=") {
@@ -186,6 +224,9 @@ impl FromStr for ThresholdExpr {
             op,
             limit,
             limit_is_duration,
+            window: None,
+            abort_on_fail: false,
+            delay_abort_eval: Duration::ZERO,
             text: t.to_string(),
         })
     }
@@ -199,8 +240,53 @@ impl fmt::Display for ThresholdExpr {
 
 impl<'de> Deserialize<'de> for ThresholdExpr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(de::Error::custom)
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ThresholdExpr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a threshold expression like `p95 < 1.5s` or an object \
+                     `{threshold: \"p95 < 1.5s\", abort_on_fail: true, delay_abort_eval: 10s}`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut expr: Option<ThresholdExpr> = None;
+                let mut abort = false;
+                let mut delay = Duration::ZERO;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "threshold" => {
+                            let text = map.next_value::<String>()?;
+                            expr = Some(text.parse().map_err(de::Error::custom)?);
+                        }
+                        "abort_on_fail" => abort = map.next_value::<bool>()?,
+                        "delay_abort_eval" => {
+                            let text = map.next_value::<String>()?;
+                            delay = parse_duration(&text)
+                                .map_err(|e| de::Error::custom(format!("delay_abort_eval: {e}")))?;
+                        }
+                        other => {
+                            let hint = super::diag::did_you_mean(other, OBJECT_KEYS)
+                                .map(|s| format!(" (did you mean `{s}`?)"))
+                                .unwrap_or_default();
+                            return Err(de::Error::custom(format!(
+                                "unknown threshold key `{other}`{hint}: expected one of {}",
+                                OBJECT_KEYS.join(", ")
+                            )));
+                        }
+                    }
+                }
+                let mut e = expr
+                    .ok_or_else(|| de::Error::custom("threshold object needs a `threshold` key"))?;
+                e.abort_on_fail = abort;
+                e.delay_abort_eval = delay;
+                Ok(e)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -209,11 +295,38 @@ impl JsonSchema for ThresholdExpr {
         "ThresholdExpr".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
+        let expr = json_schema!({
             "type": "string",
-            "description": "`STAT OP LIMIT`: STAT is p50|p90|p95|p99|mean|min|max|count (omit it for \
-                rates such as success_rate), OP is < <= > >=, LIMIT a duration (`1.5s`) or number.",
-            "examples": ["p95 < 1.5s", "count >= 10", "> 0.99"]
+            "description": "`STAT OP LIMIT [over WINDOW]`: STAT is p50|p90|p95|p99|mean|min|max|count \
+                (omit it for rates such as success_rate), OP is < <= > >=, LIMIT a duration \
+                (`1.5s`) or number. `over 10s` judges every sliding 10 s window of the run \
+                (windows advance by a quarter of their length) and fails if any window breaches.",
+            "examples": ["p95 < 1.5s", "count >= 10", "> 0.99", "p95 < 1.5s over 10s"]
+        });
+        json_schema!({
+            "anyOf": [
+                expr.clone(),
+                {
+                    "type": "object",
+                    "description": "A threshold with run-control options.",
+                    "properties": {
+                        "threshold": expr,
+                        "abort_on_fail": {
+                            "type": "boolean",
+                            "description": "Stop the run as soon as this threshold can no longer \
+                                pass (judged about once a second); exits 1 naming it."
+                        },
+                        "delay_abort_eval": {
+                            "type": "string",
+                            "description": "With abort_on_fail: do not judge during the first \
+                                DURATION of the run (e.g. `10s`).",
+                            "examples": ["10s"]
+                        }
+                    },
+                    "required": ["threshold"],
+                    "additionalProperties": false
+                }
+            ]
         })
     }
 }
@@ -242,6 +355,48 @@ mod tests {
         assert!(err("p95 < 300").contains("add a unit"));
         assert!(err("count > 2s").contains("plain number"));
         assert!(err("p95 <").contains("nothing after"));
+    }
+
+    #[test]
+    fn parses_windows() {
+        let e: ThresholdExpr = "p95 < 1.5s over 10s".parse().unwrap();
+        assert_eq!((e.stat, e.limit), (Some(Stat::P95), 1500.0));
+        assert_eq!(e.window, Some(Duration::from_secs(10)));
+        assert_eq!(e.text, "p95 < 1.5s over 10s");
+        let e: ThresholdExpr = "> 0.9 over 5s".parse().unwrap();
+        assert_eq!((e.stat, e.window), (None, Some(Duration::from_secs(5))));
+        let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err();
+        assert!(err("count > 3 over 10s").contains("cannot be judged over a window"));
+        assert!(err("p95 < 1s over 0s").contains("zero-length"));
+        assert!(err("p95 < 1s over soon").contains("window"));
+    }
+
+    #[test]
+    fn object_form() {
+        #[derive(Deserialize)]
+        struct T {
+            t: Vec<ThresholdExpr>,
+        }
+        let v: T = serde_json::from_str(
+            r#"{"t": ["p95 < 1s", {"threshold": "p95 < 800ms over 5s", "abort_on_fail": true, "delay_abort_eval": "2s"}]}"#,
+        )
+        .unwrap();
+        assert!(!v.t[0].abort_on_fail);
+        assert!(v.t[1].abort_on_fail);
+        assert_eq!(v.t[1].delay_abort_eval, Duration::from_secs(2));
+        assert_eq!(v.t[1].window, Some(Duration::from_secs(5)));
+        let e = serde_json::from_str::<T>(
+            r#"{"t": [{"threshold": "p95 < 1s", "abort_onfail": true}]}"#,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("did you mean `abort_on_fail`"), "{e}");
+        let e = serde_json::from_str::<T>(r#"{"t": [{"abort_on_fail": true}]}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("needs a `threshold`"), "{e}");
     }
 
     #[test]

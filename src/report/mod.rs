@@ -127,8 +127,15 @@ pub struct RunReport {
     pub description: Option<String>,
     pub plan_file: String,
     pub passed: bool,
-    /// The run was stopped before it finished (Ctrl-C).
+    /// The run was stopped before it finished (Ctrl-C/SIGTERM, `--max-duration`, a threshold
+    /// with `abort_on_fail`).
     pub aborted: bool,
+    /// What stopped it early: `signal`, `max_duration` or `threshold` (null: ran to its end).
+    pub stopped_by: Option<String>,
+    /// Why, in words (e.g. `threshold ttfa p95 < 800ms failed (observed 1203.0ms)`).
+    pub stop_reason: Option<String>,
+    /// Rebuilt from a partial `timeline.csv` (the run never wrote its metrics.json).
+    pub partial: bool,
     pub target: String,
     pub started_at: String,
     pub elapsed_s: f64,
@@ -158,13 +165,63 @@ fn rfc3339(t: std::time::SystemTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// What a report says about the run besides its measurements; written as `run_info.json` when
+/// the run starts so a folder is self-describing even when the run never finishes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInfo {
+    pub plan: String,
+    pub description: Option<String>,
+    pub plan_file: String,
+    pub target: String,
+    pub started_at: String,
+    pub users: u32,
+    pub seed: u64,
+    /// Every metric the plan records, in plan order.
+    pub metrics: Vec<String>,
+    /// The plan's thresholds (metric, expression), to judge a partial run.
+    pub thresholds: Vec<(String, String)>,
+    pub planrun_version: String,
+}
+
+impl RunInfo {
+    pub fn new(plan: &CompiledPlan, target: &str, started: std::time::SystemTime) -> Self {
+        RunInfo {
+            plan: plan.name.clone(),
+            description: plan.description.clone(),
+            plan_file: plan.source.display().to_string(),
+            target: target.to_string(),
+            started_at: rfc3339(started),
+            users: plan.load.users,
+            seed: plan.load.seed,
+            metrics: plan.metrics.clone(),
+            thresholds: plan
+                .thresholds
+                .iter()
+                .map(|t| (t.metric.clone(), t.expr.text.clone()))
+                .collect(),
+            planrun_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
 impl RunReport {
     pub fn build(
         plan: &CompiledPlan,
         outcome: &RunOutcome,
         thresholds: Vec<ThresholdResult>,
     ) -> Self {
-        let s = &outcome.summary;
+        let mut info = RunInfo::new(plan, &outcome.target, outcome.started_at);
+        info.started_at = rfc3339(outcome.started_at);
+        Self::from_summary(&info, &outcome.summary, thresholds)
+    }
+
+    /// Build from the run's description and its merged measurements.
+    pub fn from_summary(
+        info: &RunInfo,
+        s: &crate::metrics::Summary,
+        thresholds: Vec<ThresholdResult>,
+    ) -> Self {
         let order = s.metric_names();
         let metrics = order
             .iter()
@@ -193,16 +250,19 @@ impl RunReport {
         let iterations = s.iterations();
         let passed = crate::thresholds::all_passed(&thresholds) && !s.aborted;
         RunReport {
-            plan: plan.name.clone(),
-            description: plan.description.clone(),
-            plan_file: plan.source.display().to_string(),
+            plan: info.plan.clone(),
+            description: info.description.clone(),
+            plan_file: info.plan_file.clone(),
             passed,
             aborted: s.aborted,
-            target: outcome.target.clone(),
-            started_at: rfc3339(outcome.started_at),
+            stopped_by: None,
+            stop_reason: None,
+            partial: false,
+            target: info.target.clone(),
+            started_at: info.started_at.clone(),
             elapsed_s: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-            users: plan.load.users,
-            seed: plan.load.seed,
+            users: info.users,
+            seed: info.seed,
             success_rate: iterations.success_rate(),
             iterations,
             aborted_iterations: s.aborted_iterations(),
@@ -295,6 +355,9 @@ impl RunFiles {
         };
         let metrics_name = output_name("metrics.json", suffix);
         let Some(text) = read("metrics.json")? else {
+            if dir.join(output_name("timeline.csv", suffix)).exists() {
+                return Self::from_timeline(dir, suffix);
+            }
             return Err(format!("{} has no {metrics_name}", dir.display()));
         };
         let report: serde_json::Value = serde_json::from_str(&text)
@@ -309,6 +372,82 @@ impl RunFiles {
             None => RunData::default(),
         };
         Self::from_json(report, run)
+    }
+}
+
+impl RunFiles {
+    /// Rebuild a report from a run that never wrote its `metrics.json` (killed): counts,
+    /// percentiles and thresholds from the samples in `timeline{suffix}.csv`, the run's
+    /// description from `run_info{suffix}.json` when present. Marked `partial`.
+    pub fn from_timeline(dir: &Path, suffix: &str) -> Result<Self, String> {
+        let csv_path = dir.join(output_name("timeline.csv", suffix));
+        let text = std::fs::read(&csv_path)
+            .map_err(|e| format!("cannot read {}: {e}", csv_path.display()))?;
+        let text = String::from_utf8_lossy(&text);
+        let (iterations, skipped) = timeline::parse_csv(&text);
+        let info_path = dir.join(output_name("run_info.json", suffix));
+        let info: RunInfo = match std::fs::read_to_string(&info_path) {
+            Ok(t) => {
+                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", info_path.display()))?
+            }
+            Err(_) => RunInfo {
+                plan: "unknown".into(),
+                ..RunInfo::default()
+            },
+        };
+        let mut rec = crate::metrics::Recorder::default();
+        for it in &iterations {
+            let r = it.to_record();
+            for sm in &r.samples {
+                rec.record(
+                    &sm.metric,
+                    std::time::Duration::from_secs_f64(sm.value_ms.max(0.0) / 1000.0),
+                );
+            }
+            rec.iteration(r);
+        }
+        let end_us = iterations.iter().map(|i| i.end_us).max().unwrap_or(0);
+        let mut declared = info.metrics.clone();
+        if declared.is_empty() {
+            declared = rec.histograms.keys().cloned().collect();
+        }
+        let summary = crate::metrics::Summary::new(
+            rec,
+            declared,
+            std::time::Duration::from_micros(end_us),
+            true,
+        );
+        let specs: Vec<crate::plan::compile::ThresholdSpec> = info
+            .thresholds
+            .iter()
+            .filter_map(|(metric, expr)| {
+                Some(crate::plan::compile::ThresholdSpec {
+                    metric: metric.clone(),
+                    expr: expr.parse().ok()?,
+                })
+            })
+            .collect();
+        let results = crate::thresholds::evaluate(&summary, &specs);
+        let mut report = RunReport::from_summary(&info, &summary, results);
+        report.partial = true;
+        report.stop_reason = Some(format!(
+            "the run did not finish (no metrics.json); rebuilt from {} ({} iterations{})",
+            csv_path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+            iterations.len(),
+            if skipped > 0 {
+                format!(", {skipped} torn or unreadable rows skipped")
+            } else {
+                String::new()
+            }
+        ));
+        let run = RunData {
+            version: timeline::RUN_DATA_VERSION,
+            iterations,
+            resources: None,
+        };
+        RunFiles::new(&report, run)
     }
 }
 
@@ -400,7 +539,7 @@ pub fn template_context(files: &RunFiles) -> Value {
     ctx.insert("timeline".into(), ser(&files.run.iterations));
     ctx.insert(
         "events".into(),
-        ser(timeline::events(&files.run.iterations)),
+        ser(timeline::csv_rows(&files.run.iterations)),
     );
     ctx.insert("resources".into(), ser(&files.run.resources));
     ctx.insert("charts".into(), html::charts(&files.view, &files.run));
@@ -446,9 +585,7 @@ pub fn write_outputs(
     let mut written = Vec::new();
     let mut put = |name: &str, body: &str| -> Result<(), String> {
         let path = out.join(output_name(name, suffix));
-        // Secrets from `{{ env.NAME }}` and header values never reach a report file.
-        std::fs::write(&path, crate::redact::redact(body))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_atomic(&path, body.as_bytes())?;
         written.push(path);
         Ok(())
     };
@@ -460,7 +597,8 @@ pub fn write_outputs(
         let run = serde_json::to_string(&files.run).map_err(|e| format!("run.json: {e}"))?;
         put("run.json", &(run + "\n"))?;
     }
-    if has(ReportFormat::Csv) {
+    // A partial run's timeline.csv is the evidence it was rebuilt from: never rewritten.
+    if has(ReportFormat::Csv) && !files.view.partial {
         put("timeline.csv", &timeline::csv(&files.run.iterations)?)?;
     }
     if has(ReportFormat::Junit) {
@@ -488,6 +626,30 @@ pub fn write_outputs(
     Ok(written)
 }
 
+/// Write a file through a temporary beside it and a rename, so a crash mid-write never leaves
+/// a torn file in place of a good one.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    // Secrets from `{{ env.NAME }}` and header values never reach a report file.
+    let redacted;
+    let body = match std::str::from_utf8(body) {
+        Ok(text) => {
+            redacted = crate::redact::redact(text);
+            redacted.as_bytes()
+        }
+        Err(_) => body,
+    };
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })
+}
+
 /// Write the report files of a run that just finished (the metrics.json contract, `run.json`,
 /// and every selected format); the original entry point, kept for callers.
 pub fn write(
@@ -510,19 +672,25 @@ pub fn saved_runs(dir: &Path) -> Result<Vec<String>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut out: Vec<(u64, String)> = Vec::new();
+    // metrics*.json, or a partial run's timeline*.csv alone.
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name == "metrics.json" {
+        if name == "metrics.json" || name == "timeline.csv" {
             out.push((0, String::new()));
         } else if let Some(n) = name
             .strip_prefix("metrics_")
             .and_then(|r| r.strip_suffix("_users.json"))
+            .or_else(|| {
+                name.strip_prefix("timeline_")
+                    .and_then(|r| r.strip_suffix("_users.csv"))
+            })
             .and_then(|n| n.parse::<u64>().ok())
         {
             out.push((n, format!("_{n}_users")));
         }
     }
     out.sort();
+    out.dedup();
     Ok(out.into_iter().map(|(_, s)| s).collect())
 }
 
@@ -664,8 +832,31 @@ pub fn console_summary_color(
         .filter(|t| !t.passed)
         .map(|t| format!("{} {}", t.metric, t.expression))
         .collect();
-    if report.aborted {
-        writeln!(w, "STOPPED before the end: results are partial")?;
+    if report.partial {
+        writeln!(
+            w,
+            "PARTIAL: {}",
+            report
+                .stop_reason
+                .as_deref()
+                .unwrap_or("rebuilt from the timeline")
+        )?;
+    }
+    let capped = report.stopped_by.as_deref() == Some("max_duration");
+    if capped {
+        writeln!(
+            w,
+            "CAPPED: {}; judged on what was measured",
+            report.stop_reason.as_deref().unwrap_or("--max-duration")
+        )?;
+    }
+    if report.aborted && !capped {
+        match &report.stop_reason {
+            Some(r) if !report.partial => {
+                writeln!(w, "STOPPED before the end ({r}): results are partial")?
+            }
+            _ => writeln!(w, "STOPPED before the end: results are partial")?,
+        }
     } else if failed.is_empty() {
         writeln!(
             w,
