@@ -1,6 +1,7 @@
 //! The engine: turns a compiled plan into concurrent virtual users and collects what they
 //! measured. Knows nothing of report formats.
 
+mod http;
 mod session;
 
 use std::sync::Arc;
@@ -125,6 +126,13 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
     if let Some(m) = spec.send_metrics {
         c.send_metrics = m;
     }
+    set(&mut c.http.chunk_latency, &spec.chunk_latency);
+    if let Some(p) = spec.faults.http_error {
+        c.http.http_error = p;
+    }
+    if let Some(p) = spec.faults.non_json {
+        c.http.non_json = p;
+    }
     let f = &spec.faults;
     let defaults = Faults::default();
     c.faults = Faults {
@@ -213,6 +221,7 @@ pub async fn run(
         TargetUrl::Url(_) => None,
     };
     let url = match (&agent, &plan.target.url) {
+        (Some(a), _) if plan.target.http.is_some() => a.http_url(),
         (Some(a), _) => a.url(),
         (None, TargetUrl::Url(u)) => u.clone(),
         (None, TargetUrl::Builtin) => String::new(),
@@ -272,6 +281,18 @@ pub async fn run(
     })
 }
 
+/// One iteration over the plan's protocol.
+async fn run_one(
+    ctx: &mut session::Ctx<'_>,
+    plan: &CompiledPlan,
+    scenario: &ScenarioSpec,
+) -> (session::Trace, Option<crate::metrics::Failure>) {
+    match &plan.target.http {
+        Some(http) => http::run_iteration(ctx, http, scenario).await,
+        None => session::run_iteration(ctx, scenario).await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn user_loop(
     user: u32,
@@ -318,7 +339,7 @@ async fn user_loop(
             // is only a safety net.
             Some(t) => tokio::time::timeout(
                 t + Duration::from_secs(2),
-                session::run_iteration(&mut ctx, scenario),
+                run_one(&mut ctx, &plan, scenario),
             )
             .await
             .unwrap_or_else(|_| {
@@ -335,7 +356,7 @@ async fn user_loop(
                     }),
                 )
             }),
-            None => session::run_iteration(&mut ctx, scenario).await,
+            None => run_one(&mut ctx, &plan, scenario).await,
         };
         let (trace, failure) = outcome;
         if let Some(dir) = &plan.audio_dir {
