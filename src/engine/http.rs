@@ -365,7 +365,14 @@ impl Call<'_, '_> {
             captured += piece.len();
             if audio.pacing == Pacing::Realtime {
                 let due = t0 + Duration::from_secs_f64(captured as f64 / f64::from(rate));
-                self.sleep_until(due, step).await?;
+                // Only a chunk that waited for its schedule measures the generator's own
+                // lateness; one already overdue waited for the previous answer instead.
+                if due > Instant::now() {
+                    self.sleep_until(due, step).await?;
+                    self.ctx
+                        .rec
+                        .record_send_lag(Instant::now().saturating_duration_since(due));
+                }
             }
             self.post_chunk(step, piece, rate, ep).await?;
         }
