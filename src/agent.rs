@@ -49,7 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::dist::Dist;
 
-pub use http::HttpAgentConfig;
+pub use http::{ChunkAnalysis, HttpAgentConfig, analyse as analyse_chunk};
 pub use vad::frame_dbfs;
 
 /// How long [`AgentHandle::shutdown`] waits for connections to close before aborting them.
