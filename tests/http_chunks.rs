@@ -401,3 +401,100 @@ fn steps_that_need_a_websocket_are_refused_with_a_position() {
         "{err}"
     );
 }
+
+/// A minimal HTTP/1.1 server (not hyper) that answers each request with `reply(n)` and then
+/// closes the connection, as some servers do — saying so (`Connection: close`) or not.
+async fn closing_server(
+    reply: fn(usize) -> String,
+    announce: bool,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/score?x=1", listener.local_addr().unwrap());
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 8192];
+                // Read the head, then Content-Length bytes of body.
+                loop {
+                    let Ok(k) = s.read(&mut tmp).await else {
+                        return;
+                    };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..k]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_ascii_lowercase();
+                        assert!(head.starts_with("post /score?x=1 http/1.1"), "{head}");
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = reply(n);
+                let close = if announce {
+                    "Connection: close\r\n"
+                } else {
+                    ""
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{close}Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (url, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_gets_a_new_connection_per_chunk() {
+    for announce in [true, false] {
+        let (url, conns) = closing_server(|n| format!("{{\"score\": {}}}", n * 10), announce).await;
+        let (_, outcome) = run_plan(&plan_text(
+            &url,
+            "    chunk: 250ms\n    format: pcm16\n    capture: {score: /score}",
+            "    seed: 1",
+            "  users: 1\n  iterations: 1",
+            "      - send_audio: {tone: 1s, pacing: burst}",
+        ))
+        .await;
+        let s = &outcome.summary;
+        assert_eq!(s.iterations().failed, 0, "{:?}", s.recorder.iterations);
+        assert_eq!(samples(&outcome, "score"), vec![10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(s.stats("connect").unwrap().count, 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_servers_bad_json_is_a_protocol_error_with_its_excerpt() {
+    let (url, _) = closing_server(|_| "{\"score\": 1,".to_string(), true).await;
+    let (_, outcome) = run_plan(&plan_text(
+        &url,
+        "    chunk: 500ms\n    capture: {score: /score}",
+        "    seed: 1",
+        "  users: 1\n  iterations: 1",
+        "      - send_audio: {tone: 1s, pacing: burst}",
+    ))
+    .await;
+    let f = outcome.summary.recorder.iterations[0]
+        .failure
+        .clone()
+        .unwrap();
+    assert_eq!(f.class, planrun::metrics::FailureClass::ProtocolError);
+    assert!(f.message.contains("chunk 1: response is not JSON"), "{f:?}");
+    assert!(f.message.ends_with("`{\"score\": 1,`"), "{f:?}");
+}

@@ -386,6 +386,8 @@ impl Call<'_, '_> {
         rate: u32,
         ep: &Endpoint,
     ) -> Result<(), Failure> {
+        // First chunk, or the server closed the kept-alive connection since the last answer
+        // (`Connection: close`, or just closing it): open a new one.
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect(ep, Some(step)).await?;
         }
