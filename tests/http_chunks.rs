@@ -400,6 +400,28 @@ fn steps_that_need_a_websocket_are_refused_with_a_position() {
         err.contains("write it from the root, e.g. `/score`"),
         "{err}"
     );
+
+    let bad = plan_text(
+        "builtin",
+        "    chunk: 5ms\n    method: GET\n    response_timeout: 0s\n    capture: {chunk_latency: /x, Score: /s}",
+        "    faults: {http_error: 2}",
+        "  users: 1",
+        "      - send_audio: {tone: 1s}",
+    );
+    let err = plan::parse_str(&bad, Path::new("p.yaml"))
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "p.yaml:6:",
+        "chunk must be 20ms..10m",
+        "method `GET` is not supported: use POST or PUT",
+        "response_timeout must be longer than 0",
+        "`chunk_latency` is reserved",
+        "metric name `Score` must be lowercase",
+        "`http_error` is a probability: 0..1, found 2",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
 }
 
 /// A minimal HTTP/1.1 server (not hyper) that answers each request with `reply(n)` and then
@@ -497,4 +519,43 @@ async fn a_foreign_servers_bad_json_is_a_protocol_error_with_its_excerpt() {
     assert_eq!(f.class, planrun::metrics::FailureClass::ProtocolError);
     assert!(f.message.contains("chunk 1: response is not JSON"), "{f:?}");
     assert!(f.message.ends_with("`{\"score\": 1,`"), "{f:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_that_does_not_speak_tls_is_a_connect_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut hello = [0u8; 512];
+            let _ = s.read(&mut hello).await; // the TLS ClientHello
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let (_, outcome) = run_plan(&plan_text(
+        &format!("https://{addr}/chunks"),
+        "    chunk: 500ms",
+        "    seed: 1",
+        "  users: 1\n  iterations: 1",
+        "      - send_audio: {tone: 1s, pacing: burst}",
+    ))
+    .await;
+    let f = outcome.summary.recorder.iterations[0]
+        .failure
+        .clone()
+        .unwrap();
+    assert_eq!(
+        f.class,
+        planrun::metrics::FailureClass::ConnectError,
+        "{f:?}"
+    );
+    assert!(
+        f.message
+            .contains(&format!("TLS handshake with {addr} failed")),
+        "{f:?}"
+    );
 }
