@@ -130,6 +130,26 @@ async fn shipped_plan_runs_green_with_throughput() {
     assert!(md.contains("## HTTP chunk throughput"), "{md}");
     assert!(md.contains("| Concurrent efficiency |"), "{md}");
     assert!(read(&out.join("report.html")).contains("HTTP chunk throughput"));
+
+    // A metrics.json without the `http` block (an older run, or a WebSocket one) re-renders
+    // without the section.
+    let mut old = m.clone();
+    old.as_object_mut().unwrap().remove("http");
+    std::fs::write(out.join("metrics.json"), old.to_string()).unwrap();
+    let again = dir.join("again");
+    let code = run_cli(&[
+        "report",
+        out.to_str().unwrap(),
+        "--out-dir",
+        again.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, exit::PASSED);
+    let md = read(&again.join("summary.md"));
+    assert!(
+        md.contains("## Latencies") && !md.contains("HTTP chunk"),
+        "{md}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,8 +150,7 @@ pub struct RunReport {
     /// Per metric, its HDR histogram (µs, 3 significant figures) serialized V2 + deflate and
     /// base64-encoded: exact, mergeable, and what `planrun compare` tests.
     pub histograms: BTreeMap<String, String>,
-    /// (`protocol: http_chunks`) chunk and call throughput.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// (`protocol: http_chunks`) chunk and call throughput; null for other protocols.
     pub http: Option<HttpThroughput>,
 }
 
