@@ -34,6 +34,7 @@
 //! Each connection is a tokio task with a single writer task behind a bounded channel; a client
 //! that stops reading is disconnected rather than buffered without bound.
 
+mod http;
 mod session;
 mod vad;
 mod voice;
@@ -51,6 +52,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::dist::Dist;
 
+pub use http::{ChunkAnalysis, HttpAgentConfig, analyse as analyse_chunk};
 pub use vad::frame_dbfs;
 
 /// How long [`AgentHandle::shutdown`] waits for connections to close before aborting them.
@@ -96,6 +98,8 @@ pub struct AgentConfig {
     pub faults: Faults,
     /// Base seed; connection `n` uses a stream derived from (`seed`, `n`).
     pub seed: u64,
+    /// The HTTP side (`POST /chunks`, for `protocol: http_chunks`).
+    pub http: HttpAgentConfig,
 }
 
 impl Default for AgentConfig {
@@ -119,6 +123,7 @@ impl Default for AgentConfig {
             send_metrics: true,
             faults: Faults::default(),
             seed: 0,
+            http: HttpAgentConfig::default(),
         }
     }
 }
@@ -146,6 +151,8 @@ impl AgentConfig {
             ("faults.drop", self.faults.drop),
             ("faults.stall", self.faults.stall),
             ("faults.malformed", self.faults.malformed),
+            ("http.http_error", self.http.http_error),
+            ("http.non_json", self.http.non_json),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!(
@@ -187,6 +194,9 @@ pub struct AgentHandle {
     connections: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The HTTP side (`POST /chunks`).
+    http_addr: SocketAddr,
+    http_task: JoinHandle<()>,
 }
 
 impl AgentHandle {
@@ -205,6 +215,19 @@ impl AgentHandle {
         format!("ws://{}/", SocketAddr::new(ip, self.addr.port()))
     }
 
+    /// `http://HOST:PORT/chunks`: the HTTP side, for `protocol: http_chunks`.
+    pub fn http_url(&self) -> String {
+        let ip = match self.http_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!(
+            "http://{}/chunks",
+            SocketAddr::new(ip, self.http_addr.port())
+        )
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -215,6 +238,7 @@ impl AgentHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.http_task.await;
     }
 }
 
@@ -225,6 +249,16 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // The HTTP side listens on the next port (any free port when the WebSocket one is).
+    let asked_any = listen.rsplit(':').next().is_none_or(|p| p.trim() == "0");
+    let http_port = if asked_any {
+        0
+    } else {
+        addr.port().checked_add(1).unwrap_or(0)
+    };
+    let http_listener = TcpListener::bind(SocketAddr::new(addr.ip(), http_port)).await?;
+    let http_addr = http_listener.local_addr()?;
+    let http_config = Arc::new(config.clone());
     let shared = Arc::new(session::Shared::new(config));
     let connections = Arc::new(AtomicU64::new(0));
     let (stop, stop_rx) = watch::channel(false);
@@ -234,11 +268,18 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
         Arc::clone(&connections),
         stop_rx,
     ));
+    let http_task = tokio::spawn(http::accept_loop(
+        http_listener,
+        http_config,
+        stop.subscribe(),
+    ));
     Ok(AgentHandle {
         addr,
         connections,
         stop,
         task,
+        http_addr,
+        http_task,
     })
 }
 
@@ -253,6 +294,7 @@ pub async fn serve_forever(listen: &str, config: AgentConfig) -> anyhow::Result<
          {url}openai and {url}v1/realtime (OpenAI Realtime); Ctrl-C to stop",
         url = handle.url()
     );
+    eprintln!("planrun agent HTTP chunks on {}", handle.http_url());
     tokio::signal::ctrl_c()
         .await
         .context("cannot listen for Ctrl-C")?;

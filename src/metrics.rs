@@ -33,6 +33,8 @@ pub enum FailureClass {
     ExpectationFailed,
     /// The run was stopped (Ctrl-C) while this iteration was in flight.
     Aborted,
+    /// (`http_chunks`) the server answered with an HTTP status of 400 or more.
+    HttpError,
 }
 
 impl FailureClass {
@@ -49,6 +51,7 @@ impl FailureClass {
             FailureClass::UnexpectedEvent => "unexpected_event",
             FailureClass::ExpectationFailed => "expectation_failed",
             FailureClass::Aborted => "aborted",
+            FailureClass::HttpError => "http_error",
         }
     }
 }
@@ -110,6 +113,33 @@ pub struct Recorder {
     pub iterations: Vec<IterationRecord>,
     /// `check` outcomes by check name.
     pub checks: BTreeMap<String, CheckCounts>,
+    /// (`http_chunks`) chunk and call totals.
+    pub http: HttpCounts,
+}
+
+/// Totals of `http_chunks` calls, summed exactly across users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HttpCounts {
+    /// Calls (iterations) that ran, failed ones included.
+    pub calls: u64,
+    /// Chunks answered (a response read and parsed).
+    pub chunks: u64,
+    /// Audio in the answered chunks, µs.
+    pub audio_us: u64,
+    /// Summed request → parsed-response time of the answered chunks, µs.
+    pub busy_us: u64,
+    /// Summed wall time of the calls, µs.
+    pub call_us: u64,
+}
+
+impl HttpCounts {
+    pub fn add(&mut self, o: &HttpCounts) {
+        self.calls += o.calls;
+        self.chunks += o.chunks;
+        self.audio_us += o.audio_us;
+        self.busy_us += o.busy_us;
+        self.call_us += o.call_us;
+    }
 }
 
 /// Passed/failed counts of one `check`.
@@ -172,6 +202,7 @@ impl Recorder {
             }
         }
         self.iterations.extend(other.iterations);
+        self.http.add(&other.http);
         for (name, c) in other.checks {
             let mine = self.checks.entry(name).or_default();
             mine.passed += c.passed;

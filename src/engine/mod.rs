@@ -2,6 +2,7 @@
 //! measured. Knows nothing of report formats.
 
 pub mod connect;
+mod http;
 mod session;
 
 use std::sync::Arc;
@@ -137,6 +138,13 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
     if let Some(m) = spec.send_metrics {
         c.send_metrics = m;
     }
+    set(&mut c.http.chunk_latency, &spec.chunk_latency);
+    if let Some(p) = spec.faults.http_error {
+        c.http.http_error = p;
+    }
+    if let Some(p) = spec.faults.non_json {
+        c.http.non_json = p;
+    }
     let f = &spec.faults;
     let defaults = Faults::default();
     c.faults = Faults {
@@ -240,6 +248,7 @@ pub async fn run_observed(
         TargetUrl::Url(_) => None,
     };
     let url = match (&agent, &plan.target.url) {
+        (Some(a), _) if plan.target.http.is_some() => a.http_url(),
         (Some(a), _) => format!(
             "{}{}",
             a.url().trim_end_matches('/'),
@@ -311,6 +320,18 @@ pub async fn run_observed(
     })
 }
 
+/// One iteration over the plan's protocol.
+async fn run_one(
+    ctx: &mut session::Ctx<'_>,
+    plan: &CompiledPlan,
+    scenario: &ScenarioSpec,
+) -> (session::Trace, Option<crate::metrics::Failure>) {
+    match &plan.target.http {
+        Some(http) => http::run_iteration(ctx, http, scenario).await,
+        None => session::run_iteration(ctx, scenario).await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn user_loop(
     user: u32,
@@ -360,7 +381,7 @@ async fn user_loop(
                 // is only a safety net.
                 Some(t) => tokio::time::timeout(
                     t + Duration::from_secs(2),
-                    session::run_iteration(&mut ctx, scenario),
+                    run_one(&mut ctx, &plan, scenario),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -377,7 +398,7 @@ async fn user_loop(
                         }),
                     )
                 }),
-                None => session::run_iteration(&mut ctx, scenario).await,
+                None => run_one(&mut ctx, &plan, scenario).await,
             }
         };
         let outcome = tokio::select! {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::diag::{Diagnostic, PlanError, Seg};
 use super::model::{AgentSpec, AudioSpec, Pacing, ReportSpec, Step};
+use super::model::{ChunkFormat, HttpBody, HttpSpec, ProtocolKind};
 use super::threshold::ThresholdExpr;
 use super::{LoadedPlan, recorded_metrics};
 use crate::audio::{self, Clip};
@@ -74,6 +75,63 @@ pub struct TargetSpec {
     pub agent: AgentSpec,
     /// Protocol adapter and connection settings.
     pub wire: super::target::WireSpec,
+    /// Set when `protocol: http_chunks`.
+    pub http: Option<HttpTarget>,
+}
+
+/// `protocol: http_chunks`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTarget {
+    pub chunk: Duration,
+    pub body: HttpBody,
+    pub format: ChunkFormat,
+    /// Multipart field, file name and part content type.
+    pub field: String,
+    pub file_name: String,
+    pub part_content_type: String,
+    /// `POST` or `PUT`.
+    pub method: String,
+    pub response_timeout: Duration,
+    /// (metric, JSON pointer), in metric-name order.
+    pub capture: Vec<(String, String)>,
+}
+
+impl HttpTarget {
+    fn from_spec(spec: &HttpSpec, sample_rate: u32) -> Self {
+        let mime = match spec.format {
+            ChunkFormat::Wav => "audio/wav".to_string(),
+            ChunkFormat::Pcm16 => format!("audio/L16;rate={sample_rate};channels=1"),
+        };
+        let ext = match spec.format {
+            ChunkFormat::Wav => "wav",
+            ChunkFormat::Pcm16 => "pcm",
+        };
+        let mp = &spec.multipart;
+        HttpTarget {
+            chunk: spec.chunk.map_or(Duration::from_secs(10), |d| d.0),
+            body: spec.body,
+            format: spec.format,
+            field: mp.field.clone().unwrap_or_else(|| "file".into()),
+            file_name: mp
+                .file_name
+                .clone()
+                .unwrap_or_else(|| format!("chunk.{ext}")),
+            part_content_type: mp.content_type.clone().unwrap_or(mime),
+            method: spec
+                .method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase(),
+            response_timeout: spec
+                .response_timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
+            capture: spec
+                .capture
+                .iter()
+                .map(|(m, p)| (m.clone(), p.clone()))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -561,6 +619,8 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             connect_timeout: plan.target.connect_timeout.0,
             agent: plan.target.agent.clone(),
             wire,
+            http: (plan.target.protocol == ProtocolKind::HttpChunks)
+                .then(|| HttpTarget::from_spec(&plan.target.http, rate)),
         },
         load: LoadSpec {
             users: load.users.0.first().copied().unwrap_or(1),

@@ -32,6 +32,12 @@ pub const CHECKS: &str = "checks";
 /// Audio-quality metrics recorded from every reply stream.
 pub const QUALITY_METRICS: &[&str] = &["glitch", "frame_jitter", "reverse_barge_in"];
 
+/// `http_chunks`: request sent → response read and parsed, per chunk.
+pub const HTTP_CHUNK_LATENCY: &str = "chunk_latency";
+
+/// Step actions that mean something over `http_chunks`.
+pub const HTTP_STEP_ACTIONS: &[&str] = &["send_audio", "wait", "mark", "repeat"];
+
 /// What `expect`/`check` can assert besides an event.
 pub const AUDIO_EXPECTATIONS: &[&str] = &["audio_stops", "audio_resumes", "no_audio"];
 
@@ -207,6 +213,11 @@ fn serde_diag(path: &Path, source: &str, line: usize, column: usize, message: St
 /// Every metric name a plan records (built-ins plus `record:` names), in plan order.
 pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
     let mut names: Vec<String> = BUILTIN_METRICS.iter().map(|s| s.to_string()).collect();
+    let http_chunks = plan.target.protocol == model::ProtocolKind::HttpChunks;
+    if http_chunks {
+        names.push(HTTP_CHUNK_LATENCY.to_string());
+        names.extend(plan.target.http.capture.keys().cloned());
+    }
     for (si, sc) in plan.scenarios.iter().enumerate() {
         walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
             let captured = step.capture.iter().flat_map(|c| c.values());
@@ -217,7 +228,9 @@ pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
             }
         });
     }
-    names.extend(QUALITY_METRICS.iter().map(|s| s.to_string()));
+    if !http_chunks {
+        names.extend(QUALITY_METRICS.iter().map(|s| s.to_string()));
+    }
     names
 }
 
@@ -264,7 +277,10 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
 
     // target
     let url = plan.target.url.trim();
-    if url != "builtin" && !(url.starts_with("ws://") || url.starts_with("wss://")) {
+    let http_chunks = plan.target.protocol == model::ProtocolKind::HttpChunks;
+    if http_chunks {
+        validate_http(lp, &mut errs);
+    } else if url != "builtin" && !(url.starts_with("ws://") || url.starts_with("wss://")) {
         errs.push(lp.diag(
             &plan_path!["target", "url"],
             format!(
@@ -289,6 +305,8 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
         ("drop", agent.faults.drop),
         ("stall", agent.faults.stall),
         ("malformed", agent.faults.malformed),
+        ("http_error", agent.faults.http_error),
+        ("non_json", agent.faults.non_json),
     ] {
         if let Some(p) = p
             && !(0.0..=1.0).contains(&p)
@@ -712,5 +730,95 @@ fn validate_audio(
                 ),
             ));
         }
+    }
+}
+
+/// `protocol: http_chunks`: the URL, the `target.http` table, and which steps apply.
+fn validate_http(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
+    let plan = &lp.plan;
+    let url = plan.target.url.trim();
+    if url != "builtin" && !(url.starts_with("http://") || url.starts_with("https://")) {
+        errs.push(lp.diag(
+            &plan_path!["target", "url"],
+            format!(
+                "target url `{url}` is not supported with `protocol: http_chunks`: expected `builtin`, `http://…` or `https://…`"
+            ),
+            None,
+        ));
+    }
+    let http = &plan.target.http;
+    let ms = std::time::Duration::from_millis;
+    if let Some(chunk) = http.chunk
+        && !(ms(20)..=ms(600_000)).contains(&chunk.0)
+    {
+        errs.push(lp.diag(
+            &plan_path!["target", "http", "chunk"],
+            "chunk must be 20ms..10m",
+            None,
+        ));
+    }
+    if http.response_timeout.is_some_and(|t| t.0.is_zero()) {
+        errs.push(lp.diag(
+            &plan_path!["target", "http", "response_timeout"],
+            "response_timeout must be longer than 0",
+            None,
+        ));
+    }
+    if let Some(m) = &http.method
+        && !["POST", "PUT"].contains(&m.to_ascii_uppercase().as_str())
+    {
+        errs.push(lp.diag(
+            &plan_path!["target", "http", "method"],
+            format!("method `{m}` is not supported: use POST or PUT"),
+            None,
+        ));
+    }
+    for (metric, pointer) in &http.capture {
+        let path = plan_path!["target", "http", "capture", metric.as_str()];
+        if !is_identifier(metric) {
+            errs.push(lp.diag(
+                &path,
+                format!("metric name `{metric}` must be lowercase letters, digits and `_`"),
+                None,
+            ));
+        } else if [SUCCESS_RATE, CHECKS, HTTP_CHUNK_LATENCY]
+            .iter()
+            .chain(BUILTIN_METRICS)
+            .any(|r| r == metric)
+        {
+            errs.push(lp.diag(&path, format!("`{metric}` is reserved"), None));
+        }
+        if !pointer.starts_with('/') {
+            errs.push(lp.diag(
+                &path,
+                format!("`{pointer}` is not a JSON pointer"),
+                Some(format!(
+                    "write it from the root, e.g. `/{}`",
+                    pointer.trim_start_matches(['.', '$'])
+                )),
+            ));
+        }
+    }
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        walk_steps(
+            &sc.steps,
+            &plan_path!["scenarios", si],
+            &mut |step, path| {
+                for action in step.actions() {
+                    if !HTTP_STEP_ACTIONS.contains(&action) {
+                        let mut p = path.to_vec();
+                        p.push(Seg::Key(action.into()));
+                        errs.push(lp.diag(
+                        &p,
+                        format!("`{action}` steps do not apply to `protocol: http_chunks`"),
+                        Some(format!(
+                            "over HTTP a call takes: {}; response fields are recorded with `target.http.capture`",
+                            HTTP_STEP_ACTIONS.join(", ")
+                        )),
+                    ));
+                    }
+                }
+            },
+        );
     }
 }

@@ -215,6 +215,72 @@ pub struct Target {
     /// Settings of the built-in agent (used when `url: builtin`).
     #[serde(default)]
     pub agent: AgentSpec,
+    /// Settings of `protocol: http_chunks` (audio POSTed in chunks over HTTP).
+    #[serde(default)]
+    pub http: HttpSpec,
+}
+
+/// `protocol: http_chunks`: each `send_audio` is cut into chunks of `chunk`, each POSTed to the
+/// target URL (one keep-alive connection per call); fields of the JSON response are recorded
+/// as metrics.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// Audio per request (default 10s); the last chunk of a `send_audio` may be shorter.
+    pub chunk: Option<Dur>,
+    /// `raw` (default: the audio is the request body) or `multipart` (`multipart/form-data`).
+    #[serde(default)]
+    pub body: HttpBody,
+    /// Audio encoding of each chunk: `wav` (default, a complete WAV file) or `pcm16` (raw LE).
+    #[serde(default)]
+    pub format: ChunkFormat,
+    /// The multipart part (used when `body: multipart`).
+    #[serde(default)]
+    pub multipart: MultipartSpec,
+    /// `POST` (default) or `PUT`.
+    pub method: Option<String>,
+    /// A chunk whose response has not been read in full after this long fails the call with
+    /// `timeout` (default 30s).
+    pub response_timeout: Option<Dur>,
+    /// Response fields recorded per chunk: metric name → JSON pointer (`score: /score`).
+    /// Numbers are recorded as they are, in the metric's unit (shown as ms); a missing or
+    /// non-numeric field is a `protocol_error`.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+}
+
+/// How a chunk is carried in the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpBody {
+    /// The audio bytes are the body.
+    #[default]
+    Raw,
+    /// One `multipart/form-data` part holding the audio.
+    Multipart,
+}
+
+/// Audio encoding of an HTTP chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkFormat {
+    /// A WAV file (PCM16 mono at the target's sample rate), `audio/wav`.
+    #[default]
+    Wav,
+    /// Raw PCM16 LE mono, `audio/L16;rate=…;channels=1`.
+    Pcm16,
+}
+
+/// The multipart part holding the audio.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MultipartSpec {
+    /// Form field name (default `file`).
+    pub field: Option<String>,
+    /// File name (default `chunk.wav` or `chunk.pcm`).
+    pub file_name: Option<String>,
+    /// Content type of the part (default from `format`).
+    pub content_type: Option<String>,
 }
 
 impl Target {
@@ -227,6 +293,7 @@ impl Target {
             ProtocolKind::Raw => 16_000,
             ProtocolKind::Twilio => crate::protocol::twilio::SAMPLE_RATE,
             ProtocolKind::OpenaiRealtime => crate::protocol::openai::SAMPLE_RATE,
+            ProtocolKind::HttpChunks => 16_000,
             ProtocolKind::Custom => self
                 .custom
                 .as_ref()
@@ -261,6 +328,8 @@ pub enum ProtocolKind {
     OpenaiRealtime,
     /// A declarative mapping written in the plan (`target.custom`).
     Custom,
+    /// Audio POSTed over HTTP in chunks, JSON answers (see `target.http` and README).
+    HttpChunks,
 }
 
 impl ProtocolKind {
@@ -270,6 +339,7 @@ impl ProtocolKind {
             ProtocolKind::Twilio => "twilio",
             ProtocolKind::OpenaiRealtime => "openai-realtime",
             ProtocolKind::Custom => "custom",
+            ProtocolKind::HttpChunks => "http_chunks",
         }
     }
 }
@@ -352,6 +422,8 @@ pub struct AgentSpec {
     pub tool_latency: Option<Jitter>,
     /// Send a `metrics` message with component timings each turn.
     pub send_metrics: Option<bool>,
+    /// (`http_chunks`) processing time of each chunk before the answer.
+    pub chunk_latency: Option<Jitter>,
     /// Fault injection (probabilities per turn).
     #[serde(default)]
     pub faults: FaultSpec,
@@ -371,6 +443,10 @@ pub struct FaultSpec {
     pub stall_for: Option<Dur>,
     /// Probability of sending a malformed (non-JSON) text frame.
     pub malformed: Option<f64>,
+    /// (`http_chunks`) probability of answering a chunk with HTTP 500.
+    pub http_error: Option<f64>,
+    /// (`http_chunks`) probability of answering a chunk with a body that is not JSON.
+    pub non_json: Option<f64>,
 }
 
 /// The load shape.

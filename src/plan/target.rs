@@ -93,7 +93,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
         ProtocolKind::Raw => "/",
         ProtocolKind::Twilio => "/twilio",
         ProtocolKind::OpenaiRealtime => "/openai",
-        ProtocolKind::Custom => "/",
+        ProtocolKind::Custom | ProtocolKind::HttpChunks => "/",
     }
     .to_string();
     match (t.protocol, &t.custom) {

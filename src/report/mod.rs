@@ -23,7 +23,7 @@ pub use timeline::RunData;
 use crate::engine::RunOutcome;
 use crate::metrics::{IterationCounts, MetricStats};
 use crate::plan::compile::CompiledPlan;
-use crate::plan::model::ReportFormat;
+use crate::plan::model::{ProtocolKind, ReportFormat};
 use crate::thresholds::ThresholdResult;
 
 /// How many failures are listed individually.
@@ -157,6 +157,56 @@ pub struct RunReport {
     /// Per metric, its HDR histogram (µs, 3 significant figures) serialized V2 + deflate and
     /// base64-encoded: exact, mergeable, and what `planrun compare` tests.
     pub histograms: BTreeMap<String, String>,
+    /// (`protocol: http_chunks`) chunk and call throughput; null for other protocols.
+    pub http: Option<HttpThroughput>,
+}
+
+/// Throughput of an `http_chunks` run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpThroughput {
+    /// Calls (iterations) that ran to an outcome, failed ones included.
+    pub calls: u64,
+    /// Chunks answered.
+    pub chunks: u64,
+    /// Audio in the answered chunks, seconds.
+    pub audio_s: f64,
+    /// Summed request → parsed-response time of the answered chunks, seconds.
+    pub processing_s: f64,
+    pub calls_per_s: f64,
+    /// Chunks answered per wall-clock second of the run.
+    pub chunks_per_s: f64,
+    /// Audio seconds answered per wall-clock second of the run.
+    pub audio_s_per_s: f64,
+    /// Per call: chunks answered per second of the call (summed over calls).
+    pub call_chunks_per_s: f64,
+    /// Per call: audio seconds answered per second of the call (1.0 = real time).
+    pub call_audio_s_per_s: f64,
+    /// Summed processing time / wall time: how many chunks were in flight on average.
+    pub concurrent_efficiency: f64,
+}
+
+impl HttpThroughput {
+    pub fn from_counts(c: &crate::metrics::HttpCounts, elapsed: std::time::Duration) -> Self {
+        let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+        let per = |x: f64, secs: f64| if secs > 0.0 { r3(x / secs) } else { 0.0 };
+        let wall = elapsed.as_secs_f64();
+        let call_s = c.call_us as f64 / 1e6;
+        let audio_s = c.audio_us as f64 / 1e6;
+        let processing_s = c.busy_us as f64 / 1e6;
+        HttpThroughput {
+            calls: c.calls,
+            chunks: c.chunks,
+            audio_s: r3(audio_s),
+            processing_s: r3(processing_s),
+            calls_per_s: per(c.calls as f64, wall),
+            chunks_per_s: per(c.chunks as f64, wall),
+            audio_s_per_s: per(audio_s, wall),
+            call_chunks_per_s: per(c.chunks as f64, call_s),
+            call_audio_s_per_s: per(audio_s, call_s),
+            concurrent_efficiency: per(processing_s, wall),
+        }
+    }
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -174,6 +224,8 @@ pub struct RunInfo {
     pub description: Option<String>,
     pub plan_file: String,
     pub target: String,
+    /// The wire protocol (`raw`, `twilio`, `openai-realtime`, `custom`, `http_chunks`).
+    pub protocol: String,
     pub started_at: String,
     pub users: u32,
     pub seed: u64,
@@ -191,6 +243,7 @@ impl RunInfo {
             description: plan.description.clone(),
             plan_file: plan.source.display().to_string(),
             target: target.to_string(),
+            protocol: plan.target.wire.protocol.name().to_string(),
             started_at: rfc3339(started),
             users: plan.load.users,
             seed: plan.load.seed,
@@ -287,6 +340,8 @@ impl RunReport {
                 .filter(|(_, h)| !h.is_empty())
                 .filter_map(|(n, h)| Some((n.clone(), hist::encode(h)?)))
                 .collect(),
+            http: (info.protocol == ProtocolKind::HttpChunks.name())
+                .then(|| HttpThroughput::from_counts(&s.recorder.http, s.elapsed)),
         }
     }
 
@@ -775,6 +830,23 @@ pub fn console_summary_color(
                 f.user, f.iteration, f.scenario, f.step, f.message
             )?;
         }
+    }
+    if let Some(h) = &report.http {
+        writeln!(
+            w,
+            "http chunks: {} answered in {} calls ({:.1} s of audio): {:.2} chunks/s, {:.2} audio-s/s, {:.2} calls/s; per call {:.2} chunks/s ({:.2}x real time); concurrent efficiency {:.2} ({:.1} s processing / {:.1} s wall)",
+            h.chunks,
+            h.calls,
+            h.audio_s,
+            h.chunks_per_s,
+            h.audio_s_per_s,
+            h.calls_per_s,
+            h.call_chunks_per_s,
+            h.call_audio_s_per_s,
+            h.concurrent_efficiency,
+            h.processing_s,
+            report.elapsed_s
+        )?;
     }
     writeln!(w)?;
     let width = report
