@@ -296,8 +296,8 @@ impl RunReport {
                 })
             })
             .filter(|f| f.class != "aborted")
-            .take(FAILURE_SAMPLES)
-            .collect();
+            .collect::<Vec<_>>();
+        let failures = diverse_sample(failures, FAILURE_SAMPLES);
         let lag = s.recorder.send_lag.as_ref().filter(|h| !h.is_empty());
         let lag_ms = |q: f64| lag.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
         let iterations = s.iterations();
@@ -679,6 +679,30 @@ pub fn write_outputs(
         }
     }
     Ok(written)
+}
+
+/// Up to `n` failures, every distinct kind (class and message) first, in run order: twenty
+/// copies of one timeout must not hide the one failure that was different.
+fn diverse_sample(all: Vec<FailureSample>, n: usize) -> Vec<FailureSample> {
+    let mut seen = std::collections::HashSet::new();
+    let mut first: Vec<usize> = Vec::new();
+    for (i, f) in all.iter().enumerate() {
+        if seen.insert((f.class.clone(), f.message.clone())) {
+            first.push(i);
+        }
+    }
+    let mut picked: Vec<usize> = first.into_iter().take(n).collect();
+    for i in 0..all.len() {
+        if picked.len() >= n {
+            break;
+        }
+        if !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    picked.sort_unstable();
+    let mut all: Vec<Option<FailureSample>> = all.into_iter().map(Some).collect();
+    picked.into_iter().filter_map(|i| all[i].take()).collect()
 }
 
 /// Write a file through a temporary beside it and a rename, so a crash mid-write never leaves
