@@ -103,6 +103,9 @@ pub enum Command {
     Schema,
     /// Run the built-in reference voice agent.
     Agent(AgentArgs),
+    /// Measure how many real-time users this process sustains against the agent in a separate
+    /// process, and planrun's own measurement error (see README, "Benchmark").
+    Bench(BenchArgs),
     /// Compare two runs (folders or metrics.json files): per-metric deltas as Markdown; exits 4
     /// when a metric regressed beyond the tolerance and significantly.
     Compare {
@@ -406,6 +409,46 @@ pub struct AgentArgs {
     pub seed: u64,
 }
 
+/// `planrun bench` settings.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// User counts to measure, one step each.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    pub users: Vec<u32>,
+    /// Length of each step after its ramp.
+    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "20s")]
+    pub duration: std::time::Duration,
+    /// Users start evenly over this.
+    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "10s")]
+    pub ramp: std::time::Duration,
+    /// The agent's fixed delay from end of speech to first audio (the true TTFA).
+    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "200ms")]
+    pub delay: std::time::Duration,
+    /// Length of each reply.
+    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "2s")]
+    pub reply: std::time::Duration,
+    /// Length of each utterance.
+    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "1s")]
+    pub utterance: std::time::Duration,
+    /// Pin the agent process to these cores (`taskset -c LIST`), e.g. `1`.
+    #[arg(long, value_name = "LIST")]
+    pub agent_cpus: Option<String>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> crate::bench::BenchConfig {
+        crate::bench::BenchConfig {
+            users: self.users.clone(),
+            duration: self.duration,
+            ramp: self.ramp,
+            delay: self.delay,
+            reply: self.reply,
+            utterance: self.utterance,
+            agent_cpus: self.agent_cpus.clone(),
+        }
+    }
+}
+
 impl AgentArgs {
     fn config(&self) -> agent::AgentConfig {
         let mut c = agent::AgentConfig {
@@ -466,6 +509,13 @@ pub async fn dispatch(cli: Cli) -> u8 {
         }
         Some(Command::Compare { base, new, gate }) => compare_runs(&base, &new, &gate),
         Some(Command::Report { dir, out, out_dir }) => rerender(&dir, &out, out_dir.as_deref()),
+        Some(Command::Bench(args)) => match crate::bench::run(&args.config()).await {
+            Ok(_) => exit::PASSED,
+            Err(e) => {
+                eprintln!("planrun bench: {e}");
+                exit::CANNOT_RUN
+            }
+        },
         Some(Command::Agent(args)) => match agent::serve_forever(&args.listen, args.config()).await
         {
             Ok(()) => exit::PASSED,

@@ -4,6 +4,7 @@
 //! `thresholds` → `report`. The `agent` module is the built-in reference voice agent.
 
 pub mod agent;
+pub mod bench;
 pub mod audio;
 pub mod cli;
 pub mod dist;

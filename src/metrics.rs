@@ -104,9 +104,74 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
 }
 
+/// Histograms shared by many users, in a few independently locked shards.
+///
+/// An HDR histogram with 3 significant figures holds thousands of counters (tens of KB); one
+/// set per user would cost far more memory than the user itself. Users record into the shard
+/// of their index instead; the run merges the shards at the end (exactly: histogram addition).
+#[derive(Debug)]
+pub struct SharedHistograms {
+    shards: Vec<std::sync::Mutex<Shard>>,
+}
+
+impl Default for SharedHistograms {
+    fn default() -> Self {
+        // Enough shards that two users rarely wait on each other's lock.
+        SharedHistograms::new(32)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    histograms: BTreeMap<String, Histogram<u64>>,
+    send_lag: Option<Histogram<u64>>,
+}
+
+impl SharedHistograms {
+    pub fn new(shards: usize) -> Self {
+        SharedHistograms {
+            shards: (0..shards.max(1))
+                .map(|_| std::sync::Mutex::new(Shard::default()))
+                .collect(),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Move everything recorded so far into `rec`.
+    pub fn drain_into(&self, rec: &mut Recorder) {
+        for shard in &self.shards {
+            let Ok(mut s) = shard.lock() else { continue };
+            let taken = Recorder {
+                histograms: std::mem::take(&mut s.histograms),
+                send_lag: s.send_lag.take(),
+                ..Recorder::default()
+            };
+            rec.merge(taken);
+        }
+    }
+}
+
+fn record_into(histograms: &mut BTreeMap<String, Histogram<u64>>, metric: &str, us: u64) {
+    // No allocation on the hot path: the key is only copied the first time.
+    let h = match histograms.get_mut(metric) {
+        Some(h) => h,
+        None => histograms
+            .entry(metric.to_string())
+            .or_insert_with(new_histogram),
+    };
+    // ok to ignore: auto-resizing histograms accept any u64
+    let _ = h.record(us.max(1));
+}
+
 /// Everything one virtual user measured. Owned by the user; merged at the end.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
+    /// Where histogram values go instead of this recorder's own maps (the shared store and
+    /// this user's shard), when the engine set one.
+    pub shared: Option<(std::sync::Arc<SharedHistograms>, usize)>,
     pub histograms: BTreeMap<String, Histogram<u64>>,
     /// Lateness of each outgoing audio frame against its absolute schedule.
     pub send_lag: Option<Histogram<u64>>,
@@ -161,16 +226,25 @@ impl Recorder {
 
     pub fn record(&mut self, metric: &str, value: Duration) {
         let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
-        let h = self
-            .histograms
-            .entry(metric.to_string())
-            .or_insert_with(new_histogram);
-        // ok to ignore: auto-resizing histograms accept any u64
-        let _ = h.record(us.max(1));
+        if let Some((store, i)) = &self.shared
+            && let Some(Ok(mut shard)) = store.shards.get(*i).map(|s| s.lock())
+        {
+            return record_into(&mut shard.histograms, metric, us);
+        }
+        record_into(&mut self.histograms, metric, us);
     }
 
     pub fn record_send_lag(&mut self, lag: Duration) {
         let us = lag.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some((store, i)) = &self.shared
+            && let Some(Ok(mut shard)) = store.shards.get(*i).map(|s| s.lock())
+        {
+            let _ = shard
+                .send_lag
+                .get_or_insert_with(new_histogram)
+                .record(us.max(1));
+            return;
+        }
         let _ = self
             .send_lag
             .get_or_insert_with(new_histogram)

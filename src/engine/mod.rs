@@ -22,6 +22,8 @@ use crate::plan::model::{AgentSpec, RecordAudio};
 /// Live counters, readable while the run goes on (for progress display).
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Where users record their histograms (a few shards, not one set per user).
+    pub histograms: Arc<crate::metrics::SharedHistograms>,
     pub active_users: AtomicU64,
     pub iterations_done: AtomicU64,
     pub iterations_failed: AtomicU64,
@@ -308,6 +310,7 @@ pub async fn run_observed(
             total.merge(rec);
         }
     }
+    progress.histograms.drain_into(&mut total);
     let elapsed = run_start.elapsed();
     if let Some(a) = agent {
         a.shutdown().await;
@@ -345,6 +348,8 @@ async fn user_loop(
     sink: Option<IterationSink>,
 ) -> Recorder {
     let mut rec = Recorder::default();
+    let shards = progress.histograms.shards();
+    rec.shared = Some((progress.histograms.clone(), user as usize % shards));
     let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
     tokio::select! {
         _ = sleep_until(start_at) => {}
