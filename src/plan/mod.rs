@@ -314,10 +314,10 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             None,
         ));
     }
-    for &n in &load.users.0 {
+    for (i, &n) in load.users.0.iter().enumerate() {
         if n == 0 || n > 100_000 {
             errs.push(lp.diag(
-                &plan_path!["load", "users"],
+                &plan_path!["load", "users", i],
                 format!("users must be 1..=100000, found {n}"),
                 None,
             ));
@@ -698,8 +698,13 @@ fn validate_audio(
         ));
     }
     if let Some(file) = &t.file {
+        let mut file_path = path.to_vec();
+        file_path.push(Seg::Key("file".into()));
+        let path = file_path.as_slice();
         let resolved = lp.resolve(file);
-        if !resolved.is_file() {
+        if resolved.is_file() {
+            check_wav_format(lp, path, file, &resolved, errs);
+        } else {
             errs.push(lp.diag(
                 path,
                 format!(
@@ -711,5 +716,57 @@ fn validate_audio(
                 ),
             ));
         }
+    }
+}
+
+/// Plans send mono speech of at least 16 bits: a stereo file would be mixed down (a call
+/// recording with the caller on one channel and the agent on the other would send both voices)
+/// and 8-bit PCM is too coarse for speech recognition to be representative. Both are rejected
+/// with the `sox` command that converts the file.
+fn check_wav_format(
+    lp: &LoadedPlan,
+    path: &[Seg],
+    file: &str,
+    resolved: &Path,
+    errs: &mut Vec<Diagnostic>,
+) {
+    let format = match crate::audio::wav_format(resolved) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.push(lp.diag(path, e.to_string(), None));
+            return;
+        }
+    };
+    let stem = Path::new(file)
+        .file_stem()
+        .map_or_else(|| "out".into(), |s| s.to_string_lossy().into_owned());
+    let beside = |suffix: &str| {
+        Path::new(file)
+            .with_file_name(format!("{stem}-{suffix}.wav"))
+            .display()
+            .to_string()
+    };
+    let (mono, wide) = (beside("mono"), beside("16bit"));
+    if format.channels > 1 {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "audio file `{file}` has {} channels: send_audio streams mono speech",
+                format.channels
+            ),
+            Some(format!(
+                "mix it down with `sox {file} -c 1 {mono}`, or keep only the caller's \
+                 channel with `sox {file} {mono} remix 1`"
+            )),
+        ));
+    }
+    if format.bits <= 8 && !format.float {
+        errs.push(lp.diag(
+            path,
+            format!("audio file `{file}` is 8-bit PCM: too coarse for speech; use 16-bit"),
+            Some(format!(
+                "convert it with `sox {file} -b 16 -e signed-integer {wide}`"
+            )),
+        ));
     }
 }
