@@ -240,3 +240,107 @@ fn schema_describes_steps_exactly() {
     assert_eq!(one_of.len(), planrun::plan::model::STEP_ACTIONS.len());
     assert!(step["properties"]["await"].is_object());
 }
+
+mod common;
+
+/// A valid plan with secrets written inline: a URL password in the target, an API key in free
+/// text, and an environment interpolation that must not be flagged.
+const SECRET_PLAN: &str = "\
+name: secrets
+description: sk-proj-abcdefghijklmnopqrstuvwx
+target:
+  url: builtin
+load:
+  iterations: 1
+scenarios:
+  - name: a
+    steps:
+      - send: speech_start
+      - send_audio: {silence: 100ms}
+      - send: speech_end
+      - await: response_end
+        timeout: 5s
+report:
+  dir: \"{{ env.REPORTS_TOKEN }}\"
+";
+
+fn planrun_bin(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planrun"))
+        .args(args)
+        .output()
+        .expect("run planrun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_warns_about_inline_secrets_and_still_passes() {
+    let dir = common::temp_dir("secrets");
+    let plan = dir.join("secrets.yaml");
+    std::fs::write(&plan, SECRET_PLAN).unwrap();
+    let shown = plan.display().to_string();
+    let (code, stdout, stderr) = planrun_bin(&["validate", &shown]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 scenario(s)"), "{stdout}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:2:14: warning: `description` holds what looks like an API secret key"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("{{ env.DESCRIPTION }}"), "{stderr}");
+    assert!(
+        !stderr.contains("abcdefghijklmnop"),
+        "the secret leaked: {stderr}"
+    );
+
+    // A URL password, in TOML this time.
+    let toml = dir.join("secrets.toml");
+    std::fs::write(
+        &toml,
+        "name = 'x'\n[target]\nurl = 'wss://bot:hunter2@127.0.0.1:9/ws'\n\
+         [[scenarios]]\nname = 'a'\n[[scenarios.steps]]\nwait = '10ms'\n",
+    )
+    .unwrap();
+    let shown = toml.display().to_string();
+    let (code, _, stderr) = planrun_bin(&["validate", &shown]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:3:7: warning: `target.url` holds a URL with a password in it"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the secret leaked: {stderr}");
+}
+
+#[test]
+fn run_prints_secret_warnings_once() {
+    let dir = common::temp_dir("secrets-run");
+    let plan = dir.join("secrets.yaml");
+    std::fs::write(&plan, SECRET_PLAN).unwrap();
+    let out = dir.join("report");
+    let (code, _, stderr) = planrun_bin(&[
+        plan.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(stderr.contains("`description` holds"), "{stderr}");
+    assert!(out.join("metrics.json").is_file());
+}
+
+#[test]
+fn example_plans_have_no_secret_warnings() {
+    for entry in std::fs::read_dir("plans").unwrap() {
+        let path = entry.unwrap().path();
+        let warnings = plan::secrets::scan_file(&path);
+        assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
+    }
+}

@@ -25,15 +25,32 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, "error")
+    }
+}
+
+/// A problem that does not stop the plan (e.g. a secret written inline): same data as a
+/// [`Diagnostic`], rendered as `warning:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning(pub Diagnostic);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.render(f, "warning")
+    }
+}
+
+impl Diagnostic {
+    fn render(&self, f: &mut fmt::Formatter<'_>, level: &str) -> fmt::Result {
         let file = self.file.display();
         if self.line > 0 {
             writeln!(
                 f,
-                "{file}:{}:{}: error: {}",
+                "{file}:{}:{}: {level}: {}",
                 self.line, self.column, self.message
             )?;
         } else {
-            writeln!(f, "{file}: error: {}", self.message)?;
+            writeln!(f, "{file}: {level}: {}", self.message)?;
         }
         if let Some(src) = &self.source_line {
             let gutter = self.line.to_string().len();
@@ -161,6 +178,8 @@ pub struct LocNode {
     pub line: usize,
     pub column: usize,
     pub children: LocChildren,
+    /// The text of a string scalar (None for numbers, booleans, maps and lists).
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -197,6 +216,7 @@ enum Inner<C> {
     Map(Vec<(String, C)>),
     Seq(Vec<C>),
     Scalar,
+    Text(String),
 }
 
 struct AnyKey(String);
@@ -243,7 +263,10 @@ impl<'de, C: Deserialize<'de>> Deserialize<'de> for Inner<C> {
                 f.write_str("any value")
             }
             scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
-                    visit_str: &str, visit_bytes: &[u8], visit_i128: i128, visit_u128: u128);
+                    visit_bytes: &[u8], visit_i128: i128, visit_u128: u128);
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Inner::Text(v.to_string()))
+            }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Inner::Scalar)
             }
@@ -287,17 +310,23 @@ impl<'de> Deserialize<'de> for TomlNode {
 }
 
 fn convert<C>(line: usize, column: usize, inner: Inner<C>, f: &dyn Fn(C) -> LocNode) -> LocNode {
+    let mut value = None;
     let children = match inner {
         Inner::Map(entries) => {
             LocChildren::Map(entries.into_iter().map(|(k, v)| (k, f(v))).collect())
         }
         Inner::Seq(items) => LocChildren::Seq(items.into_iter().map(f).collect()),
         Inner::Scalar => LocChildren::Scalar,
+        Inner::Text(text) => {
+            value = Some(text);
+            LocChildren::Scalar
+        }
     };
     LocNode {
         line,
         column,
         children,
+        value,
     }
 }
 

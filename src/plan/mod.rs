@@ -6,13 +6,14 @@
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod secrets;
 pub mod threshold;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub use compile::CompiledPlan;
-pub use diag::{Diagnostic, PlanError};
+pub use diag::{Diagnostic, PlanError, Warning};
 pub use model::Plan;
 
 use crate::plan_path;
@@ -769,4 +770,62 @@ fn check_wav_format(
             )),
         ));
     }
+}
+
+/// Fuzzing entry point (also run by `tests/fuzz_regressions.rs` on the committed corpus):
+/// parse, validate and compile plan text as YAML or TOML. Any outcome but a panic, a hang or an
+/// unbounded allocation is fine; returns whether the plan compiled.
+#[doc(hidden)]
+pub fn fuzz_plan(text: &str, toml_format: bool) -> bool {
+    let name = if toml_format {
+        "fuzz/plan.toml"
+    } else {
+        "fuzz/plan.yaml"
+    };
+    for w in secrets::scan_source(text, Path::new(name), toml_format) {
+        let _ = w.to_string();
+    }
+    match parse_str(text, Path::new(name)) {
+        Ok(lp) => {
+            // Rendering diagnostics must not panic either (odd positions, odd characters).
+            compile::compile(&lp).map_err(|e| e.to_string()).is_ok()
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            false
+        }
+    }
+}
+
+/// Fuzzing entry point for the one-line languages: threshold expressions, durations and
+/// jitter distributions. What parses must render to text that parses again, and sampling a
+/// distribution must stay finite. `Err` describes a broken invariant (the fuzz target panics
+/// on it).
+#[doc(hidden)]
+pub fn fuzz_scalar(text: &str) -> Result<(), String> {
+    use rand::SeedableRng;
+    if let Ok(e) = text.parse::<threshold::ThresholdExpr>() {
+        let again: threshold::ThresholdExpr = e
+            .to_string()
+            .parse()
+            .map_err(|err| format!("threshold `{e}` does not re-parse: {err}"))?;
+        if again != e {
+            return Err(format!("threshold `{e}` re-parses as {again:?}"));
+        }
+    }
+    if let Ok(d) = crate::dist::parse_duration(text) {
+        crate::dist::parse_duration(&crate::dist::format_duration(d))
+            .map_err(|err| format!("duration {d:?} does not re-parse: {err}"))?;
+    }
+    if let Ok(d) = text.parse::<crate::dist::Dist>() {
+        d.to_string()
+            .parse::<crate::dist::Dist>()
+            .map_err(|err| format!("jitter `{d}` does not re-parse: {err}"))?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(text.len() as u64);
+        for _ in 0..8 {
+            let _ = d.sample(&mut rng);
+        }
+        let _ = d.mean();
+    }
+    Ok(())
 }
