@@ -72,6 +72,22 @@ const CASES: &[(&str, &str, &str)] = &[
         "12:9",
         "threshold on `ttfb`, but no step records",
     ),
+    (
+        "repeat_explosion.yaml",
+        "9:17",
+        "scenario `loop` unrolls to more than 100000 steps",
+    ),
+    (
+        "too_much_audio.yaml",
+        "16:9",
+        "generates more than 60 minutes of audio",
+    ),
+    (
+        "huge_trailing_silence.yaml",
+        "9:21",
+        "trailing_silence must be at most 10m",
+    ),
+    ("alias_bomb.yaml", "15:48", "alias replay limit exceeded"),
 ];
 
 /// Hints that must accompany some errors (the fix, not just the problem).

@@ -344,3 +344,30 @@ fn example_plans_have_no_secret_warnings() {
         assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
     }
 }
+
+#[test]
+fn decoded_files_count_against_the_audio_budget() {
+    // 59m59s of generated silence passes validation; the WAV file pushes it over at compile.
+    let mut text = String::from(
+        "name: t\ntarget:\n  url: builtin\n  sample_rate: 8000\nscenarios:\n  - name: a\n    steps:\n",
+    );
+    for _ in 0..5 {
+        text.push_str("      - send_audio: {silence: 10m}\n");
+    }
+    text.push_str("      - send_audio: {silence: 9m, trailing_silence: 59s}\n");
+    let under = parse("budget.yaml", &text).expect("validates");
+    plan::compile::compile(&under).expect("an hour minus a second compiles");
+    text.push_str("      - send_audio: audio_files/hello.wav\n");
+    let over = parse("budget.yaml", &text).expect("validates");
+    let err = plan::compile::compile(&over).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "budget.yaml:14:21: error: the plan's audio adds up to more than 60 minutes"
+        ),
+        "{err}"
+    );
+    // `repeat` reuses its body's audio instead of generating it again.
+    let text = "name: t\ntarget:\n  url: builtin\nscenarios:\n  - name: a\n    steps:\n      - repeat: 1000\n        steps:\n          - send_audio: {tone: 10m}\n";
+    let compiled = plan::compile::compile(&parse("r.yaml", text).unwrap()).unwrap();
+    assert_eq!(compiled.scenarios[0].steps.len(), 1000);
+}

@@ -345,6 +345,16 @@ fn toml_node(source: &str, n: TomlNode) -> LocNode {
     convert(line, column, n.0.into_inner(), &|c| toml_node(source, c))
 }
 
+/// How plan YAML is read: at most 10,000 nodes replayed from aliases in all (the default of a
+/// million lets a few lines of nested anchors take seconds and build a million-node tree).
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut limits = serde_saphyr::options::AliasLimits::default();
+    limits.max_total_replayed_events = 10_000;
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits = limits;
+    options
+}
+
 /// Re-read a syntactically valid plan as a positioned tree (None if it cannot be read).
 pub fn locate_tree(source: &str, toml_format: bool) -> Option<LocNode> {
     if toml_format {
@@ -352,7 +362,7 @@ pub fn locate_tree(source: &str, toml_format: bool) -> Option<LocNode> {
             .ok()
             .map(|n| toml_node(source, n))
     } else {
-        serde_saphyr::from_str::<YamlNode>(source)
+        serde_saphyr::from_str_with_options::<YamlNode>(source, yaml_options())
             .ok()
             .map(yaml_node)
     }

@@ -11,6 +11,7 @@ pub mod threshold;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use compile::CompiledPlan;
 pub use diag::{Diagnostic, PlanError, Warning};
@@ -66,6 +67,9 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "metrics",
     "error",
 ];
+
+/// Largest plan text accepted (plans are a few KiB; this bounds parsing time and memory).
+pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
 
 /// A parsed plan with its source kept for positioned diagnostics.
 #[derive(Debug, Clone)]
@@ -145,6 +149,20 @@ pub fn load(path: &Path) -> Result<LoadedPlan, PlanError> {
 
 /// Parse and validate plan text; `path` names it in errors and picks the format.
 pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
+    if source.len() > MAX_PLAN_BYTES {
+        return Err(PlanError(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "the plan is {} bytes long; plans are limited to {} KiB",
+                source.len(),
+                MAX_PLAN_BYTES / 1024
+            ),
+            hint: None,
+            source_line: None,
+        }]));
+    }
     let toml_format = is_toml(path);
     let plan = if toml_format {
         toml::from_str::<Plan>(source).map_err(|e| {
@@ -153,7 +171,7 @@ pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
             serde_diag(path, source, line, column, message)
         })?
     } else {
-        serde_saphyr::from_str::<Plan>(source).map_err(|e| {
+        serde_saphyr::from_str_with_options::<Plan>(source, diag::yaml_options()).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
@@ -349,6 +367,9 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     }
     let mut names = BTreeSet::new();
     let mut total_weight = 0.0;
+    let marks = known_marks(plan);
+    let mut generated = Duration::ZERO;
+    let mut over_budget = false;
     for (si, sc) in plan.scenarios.iter().enumerate() {
         if !names.insert(sc.name.as_str()) {
             errs.push(lp.diag(
@@ -373,12 +394,32 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                 None,
             ));
         }
-        let marks = known_marks(plan);
         walk_steps(
             &sc.steps,
             &plan_path!["scenarios", si],
             &mut |step, path| {
                 validate_step(lp, path, step, &marks, &mut errs);
+                // Generated audio is held in memory once per step: bound it before compiling.
+                let specs = [
+                    step.send_audio.as_ref(),
+                    step.interrupt.as_ref().and_then(|i| i.audio.as_ref()),
+                ];
+                for spec in specs.into_iter().flatten() {
+                    let t = spec.table();
+                    let parts = [t.silence, t.tone, t.noise, t.trailing_silence];
+                    generated += parts.iter().flatten().map(|d| d.0).sum::<Duration>();
+                    if !over_budget && generated > compile::MAX_AUDIO {
+                        over_budget = true;
+                        errs.push(lp.diag(
+                            path,
+                            format!(
+                                "the plan generates more than {} minutes of audio in all",
+                                compile::MAX_AUDIO.as_secs() / 60
+                            ),
+                            Some("shorten the clips, or put one clip in a `repeat`".into()),
+                        ));
+                    }
+                }
             },
         );
     }
@@ -679,6 +720,11 @@ fn validate_audio(
                 None,
             ));
         }
+    }
+    if let Some(d) = t.trailing_silence
+        && d.0 > ms(600_000)
+    {
+        errs.push(lp.diag(path, "trailing_silence must be at most 10m", None));
     }
     if let Some(level) = t.level
         && !(-120.0..=0.0).contains(&level)
