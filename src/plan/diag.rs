@@ -345,19 +345,74 @@ fn toml_node(source: &str, n: TomlNode) -> LocNode {
     convert(line, column, n.0.into_inner(), &|c| toml_node(source, c))
 }
 
-/// How plan YAML is read: at most 10,000 nodes replayed from aliases in all (the default of a
-/// million lets a few lines of nested anchors take seconds and build a million-node tree).
+/// Deepest nesting of lists and maps a plan may use (real plans stay under 20 even with nested
+/// `repeat`s); deeper input is refused by the parser instead of recursing ever deeper.
+pub const MAX_DEPTH: usize = 32;
+
+/// How plan YAML is read: at most [`MAX_DEPTH`] levels of nesting, and at most 10,000 nodes
+/// replayed from aliases in all (the default of a million lets a few lines of nested anchors
+/// take seconds and build a million-node tree).
 pub(crate) fn yaml_options() -> serde_saphyr::Options {
     let mut limits = serde_saphyr::options::AliasLimits::default();
     limits.max_total_replayed_events = 10_000;
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
     let mut options = serde_saphyr::Options::default();
     options.alias_limits = limits;
+    options.budget = Some(budget);
     options
+}
+
+/// How deeply lists and tables nest in TOML text (brackets and braces outside strings and
+/// comments, plus the parts of dotted keys), so over-deep input can be refused before parsing
+/// (the `toml` crate limits brackets to 80 levels but not dotted keys). An estimate that may
+/// count a level too many, never too few.
+pub fn toml_depth(source: &str) -> usize {
+    let (mut depth, mut max, mut dots) = (0usize, 0usize, 0usize);
+    let mut chars = source.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' && q == '"' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '.' => {
+                    dots += 1;
+                    max = max.max(depth + dots + 1);
+                }
+                '\n' | '=' | ',' => dots = 0,
+                _ => {}
+            },
+        }
+    }
+    max
 }
 
 /// Re-read a syntactically valid plan as a positioned tree (None if it cannot be read).
 pub fn locate_tree(source: &str, toml_format: bool) -> Option<LocNode> {
     if toml_format {
+        if toml_depth(source) > MAX_DEPTH {
+            return None;
+        }
         toml::from_str::<TomlNode>(source)
             .ok()
             .map(|n| toml_node(source, n))
@@ -406,6 +461,18 @@ mod tests {
         assert_eq!(
             hint_for_serde_message("unknown field `usres`, expected `users` or `iterations`"),
             Some("did you mean `users`?".into())
+        );
+    }
+
+    #[test]
+    fn toml_depth_counts_brackets_and_dotted_keys() {
+        assert_eq!(toml_depth("a = 1\n"), 0);
+        assert_eq!(toml_depth("[[scenarios.steps]]\nwait = '1s'\n"), 4);
+        assert_eq!(toml_depth("a = [[[1]]]\n# [[[[[[\nb = \"[[[[[[[\"\n"), 3);
+        assert_eq!(toml_depth("a.b.c.d = 1\n"), 4);
+        assert_eq!(
+            toml_depth(&format!("x = {}1{}\n", "[".repeat(40), "]".repeat(40))),
+            40
         );
     }
 

@@ -164,6 +164,19 @@ pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
         }]));
     }
     let toml_format = is_toml(path);
+    if toml_format && diag::toml_depth(source) > diag::MAX_DEPTH {
+        return Err(PlanError(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "lists and tables nest more than {} levels deep",
+                diag::MAX_DEPTH
+            ),
+            hint: None,
+            source_line: None,
+        }]));
+    }
     let plan = if toml_format {
         toml::from_str::<Plan>(source).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(source, s.start));
