@@ -371,3 +371,41 @@ fn decoded_files_count_against_the_audio_budget() {
     let compiled = plan::compile::compile(&parse("r.yaml", text).unwrap()).unwrap();
     assert_eq!(compiled.scenarios[0].steps.len(), 1000);
 }
+
+#[test]
+fn oversized_wav_files_are_refused_before_decoding() {
+    let dir = common::temp_dir("big-wav");
+    // A valid header followed by a sparse 600 MiB of "data": never read whole.
+    let wav = dir.join("huge.wav");
+    let mut header = Vec::new();
+    header.extend_from_slice(b"RIFF");
+    header.extend_from_slice(&u32::MAX.to_le_bytes());
+    header.extend_from_slice(b"WAVEfmt ");
+    header.extend_from_slice(&16u32.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    header.extend_from_slice(&1u16.to_le_bytes()); // mono
+    header.extend_from_slice(&16_000u32.to_le_bytes());
+    header.extend_from_slice(&32_000u32.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&16u16.to_le_bytes());
+    header.extend_from_slice(b"data");
+    header.extend_from_slice(&(u32::MAX - 36).to_le_bytes());
+    std::fs::write(&wav, &header).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wav)
+        .unwrap()
+        .set_len(600 << 20)
+        .unwrap();
+    let plan = dir.join("p.yaml");
+    std::fs::write(
+        &plan,
+        "name: t\ntarget:\n  url: builtin\nscenarios:\n  - name: a\n    steps:\n      - send_audio: huge.wav\n",
+    )
+    .unwrap();
+    let err = plan::load(&plan).unwrap_err().to_string();
+    assert!(
+        err.contains(":7:21: error: audio file `huge.wav` is 600 MiB; WAVs are limited to 512 MiB"),
+        "{err}"
+    );
+}

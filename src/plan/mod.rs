@@ -68,6 +68,9 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "error",
 ];
 
+/// Largest WAV a plan may use (an hour of 48 kHz mono PCM16 is 330 MiB).
+pub const MAX_WAV_BYTES: u64 = 512 << 20;
+
 /// Largest plan text accepted (plans are a few KiB; this bounds parsing time and memory).
 pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
 
@@ -797,6 +800,20 @@ fn check_wav_format(
             return;
         }
     };
+    // Files are decoded whole into memory at compile time: refuse absurd ones up front.
+    let size = std::fs::metadata(resolved).map_or(0, |m| m.len());
+    if size > MAX_WAV_BYTES {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "audio file `{file}` is {} MiB; WAVs are limited to {} MiB",
+                size >> 20,
+                MAX_WAV_BYTES >> 20
+            ),
+            Some("cut it to the part the caller says, e.g. `sox in.wav out.wav trim 0 30`".into()),
+        ));
+        return;
+    }
     let stem = Path::new(file)
         .file_stem()
         .map_or_else(|| "out".into(), |s| s.to_string_lossy().into_owned());
