@@ -102,6 +102,7 @@ const HINTS: &[(&str, &str)] = &[
     ),
     ("unknown_metric_threshold.yaml", "did you mean `ttfa`?"),
     ("zero_weights.yaml", "positive `weight`"),
+    ("negative_users.yaml", "cannot be negative"),
 ];
 
 fn planrun(args: &[&str]) -> (i32, String) {

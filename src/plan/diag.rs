@@ -107,6 +107,9 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 
 /// Turn serde's "unknown field `x`, expected one of a, b" (either crate's wording) into a hint.
 pub fn hint_for_serde_message(message: &str) -> Option<String> {
+    if message.starts_with("invalid value: integer `-") && message.contains("expected u") {
+        return Some("this value cannot be negative".into());
+    }
     let rest = message
         .strip_prefix("unknown field ")
         .or_else(|| message.strip_prefix("unknown variant "))?;
