@@ -545,6 +545,54 @@ fn decode_wav(path: &Path, bytes: &[u8]) -> Result<(Vec<f64>, u32), AudioError> 
     Ok((mono, spec.sample_rate))
 }
 
+/// A WAV file's layout as its header declares it (see [`wav_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavFormat {
+    pub channels: u16,
+    /// Bits per sample (the valid bits of a `WAVE_FORMAT_EXTENSIBLE` file).
+    pub bits: u16,
+    /// IEEE float samples (otherwise integer PCM).
+    pub float: bool,
+}
+
+/// Read only the header of a WAV and say what it holds, with the same errors as [`load_wav`]
+/// for a missing file, a file that is not a WAV and an unsupported encoding. Reads at most the
+/// first 1 MiB, so checking a long recording is cheap.
+pub fn wav_format(path: &Path) -> Result<WavFormat, AudioError> {
+    use std::io::Read;
+    let open = std::fs::File::open(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => AudioError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => AudioError::Read {
+            path: path.to_path_buf(),
+            error,
+        },
+    })?;
+    let mut head = Vec::new();
+    open.take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(|error| AudioError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    let info = sniff(&head).map_err(|s| match s {
+        Sniff::NotWav(detail) => AudioError::NotWav {
+            path: path.to_path_buf(),
+            detail,
+        },
+        Sniff::Unsupported(format) => AudioError::Unsupported {
+            path: path.to_path_buf(),
+            format,
+        },
+    })?;
+    Ok(WavFormat {
+        channels: info.channels,
+        bits: info.bits,
+        float: info.tag == TAG_FLOAT,
+    })
+}
+
 fn describe(info: FmtInfo) -> String {
     let kind = match info.tag {
         TAG_PCM => "integer",

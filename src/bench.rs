@@ -166,7 +166,11 @@ fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, String> {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("planrun agent listening on ") {
-                let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 let _ = tx.send(url);
             }
         }
@@ -211,7 +215,11 @@ fn quantile_ms(h: Option<&Histogram<u64>>, q: f64) -> f64 {
         .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64 / 1000.0)
 }
 
-async fn run_step(cfg: &BenchConfig, agent: &AgentProcess, users: u32) -> Result<StepResult, String> {
+async fn run_step(
+    cfg: &BenchConfig,
+    agent: &AgentProcess,
+    users: u32,
+) -> Result<StepResult, String> {
     let dir = std::env::temp_dir().join(format!("planrun-bench-{}-{users}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join("bench.yaml");
@@ -263,12 +271,17 @@ async fn run_step(cfg: &BenchConfig, agent: &AgentProcess, users: u32) -> Result
         .map(|r| r.user)
         .collect();
     let calls = rec.iterations.len() as u64;
-    let failed_calls = rec.iterations.iter().filter(|r| r.failure.is_some()).count() as u64;
+    let failed_calls = rec
+        .iterations
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .count() as u64;
     // Messages on the socket: frames sent (each paced frame records its lag), reply chunks
     // received (each but the first of a turn records a frame jitter; the first is the ttfa),
     // and one control message per turn.
     let sent = lag.map_or(0, Histogram::len);
-    let received = hist("frame_jitter").map_or(0, Histogram::len) + hist("ttfa").map_or(0, Histogram::len);
+    let received =
+        hist("frame_jitter").map_or(0, Histogram::len) + hist("ttfa").map_or(0, Histogram::len);
     let turns = hist("ttfa").map_or(0, Histogram::len);
     // Each user is active from its ramp offset to the end: on average ramp/2 less than the run.
     let user_s = f64::from(users) * (wall - cfg.ramp.as_secs_f64() / 2.0).max(0.0);
@@ -284,7 +297,9 @@ async fn run_step(cfg: &BenchConfig, agent: &AgentProcess, users: u32) -> Result
         rss_peak_mb: f64::from_bits(peak.load(Ordering::Relaxed)),
         lag_p50_ms: quantile_ms(lag, 0.5),
         lag_p99_ms: quantile_ms(lag, 0.99),
-        lag_max_ms: lag.filter(|h| !h.is_empty()).map_or(f64::NAN, |h| h.max() as f64 / 1000.0),
+        lag_max_ms: lag
+            .filter(|h| !h.is_empty())
+            .map_or(f64::NAN, |h| h.max() as f64 / 1000.0),
         err_p50_ms: quantile_ms(hist("ttfa"), 0.5) - delay_ms,
         err_p99_ms: quantile_ms(hist("ttfa"), 0.99) - delay_ms,
         agent_cpu_pct,

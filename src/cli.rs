@@ -543,6 +543,10 @@ pub fn schema_json() -> String {
 fn validate(plans: &[PathBuf]) -> u8 {
     let mut code = exit::PASSED;
     for p in plans {
+        // Inline secrets are warnings: printed, but the plan still validates.
+        for w in plan::secrets::scan_file(p) {
+            eprint!("{w}");
+        }
         match plan::load(p).and_then(|lp| plan::compile::compile(&lp)) {
             Ok(c) => println!(
                 "{}: ok ({} scenario(s), {} threshold(s))",
@@ -571,6 +575,9 @@ struct RunSetup {
 }
 
 async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
+    for w in plan::secrets::scan_file(&path) {
+        eprint!("{w}");
+    }
     let compiled = match plan::load(&path).and_then(|lp| plan::compile::compile(&lp)) {
         Ok(c) => c,
         Err(e) => {

@@ -100,7 +100,7 @@ impl Dist {
                 median.as_secs_f64() * (sigma * standard_normal(rng)).exp()
             }
         };
-        Duration::from_secs_f64(secs.clamp(0.0, 1e6))
+        saturating_secs(secs)
     }
 
     /// The distribution's mean (used for documentation and sanity checks).
@@ -110,9 +110,19 @@ impl Dist {
             Dist::Uniform(lo, hi) => (*lo + *hi) / 2,
             Dist::Normal { mean, .. } | Dist::Exponential { mean } => *mean,
             Dist::LogNormal { median, sigma } => {
-                Duration::from_secs_f64(median.as_secs_f64() * (sigma * sigma / 2.0).exp())
+                saturating_secs(median.as_secs_f64() * (sigma * sigma / 2.0).exp())
             }
         }
+    }
+}
+
+/// Seconds as a duration, clamped to 0..=1e6 s (11.6 days); NaN (e.g. `0 × ∞` from a
+/// lognormal with a huge sigma) is 0. `Duration::from_secs_f64` would panic on either.
+fn saturating_secs(secs: f64) -> Duration {
+    if secs.is_nan() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(secs.clamp(0.0, 1e6))
     }
 }
 
@@ -265,6 +275,25 @@ mod tests {
             let x = d.sample(&mut a);
             assert!(x >= Duration::from_millis(300) && x < Duration::from_millis(800));
             assert_eq!(x, d.sample(&mut b));
+        }
+    }
+
+    #[test]
+    fn huge_sigmas_saturate_instead_of_panicking() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for text in [
+            "lognormal(6s, 13.)",
+            "lognormal(0ms, 1e300)",
+            "lognormal(1s, 1e300)",
+        ] {
+            let d: Dist = text.parse().unwrap();
+            assert!(d.mean() <= Duration::from_secs(1_000_000), "{text}");
+            for _ in 0..100 {
+                assert!(
+                    d.sample(&mut rng) <= Duration::from_secs(1_000_000),
+                    "{text}"
+                );
+            }
         }
     }
 

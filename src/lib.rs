@@ -4,8 +4,8 @@
 //! `thresholds` → `report`. The `agent` module is the built-in reference voice agent.
 
 pub mod agent;
-pub mod bench;
 pub mod audio;
+pub mod bench;
 pub mod cli;
 pub mod dist;
 pub mod engine;

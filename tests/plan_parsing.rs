@@ -240,3 +240,172 @@ fn schema_describes_steps_exactly() {
     assert_eq!(one_of.len(), planrun::plan::model::STEP_ACTIONS.len());
     assert!(step["properties"]["await"].is_object());
 }
+
+mod common;
+
+/// A valid plan with secrets written inline: a URL password in the target, an API key in free
+/// text, and an environment interpolation that must not be flagged.
+const SECRET_PLAN: &str = "\
+name: secrets
+description: sk-proj-abcdefghijklmnopqrstuvwx
+target:
+  url: builtin
+load:
+  iterations: 1
+scenarios:
+  - name: a
+    steps:
+      - send: speech_start
+      - send_audio: {silence: 100ms}
+      - send: speech_end
+      - await: response_end
+        timeout: 5s
+report:
+  dir: \"{{ env.REPORTS_TOKEN }}\"
+";
+
+fn planrun_bin(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planrun"))
+        .args(args)
+        .output()
+        .expect("run planrun");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_warns_about_inline_secrets_and_still_passes() {
+    let dir = common::temp_dir("secrets");
+    let plan = dir.join("secrets.yaml");
+    std::fs::write(&plan, SECRET_PLAN).unwrap();
+    let shown = plan.display().to_string();
+    let (code, stdout, stderr) = planrun_bin(&["validate", &shown]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 scenario(s)"), "{stdout}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:2:14: warning: `description` holds what looks like an API secret key"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("{{ env.DESCRIPTION }}"), "{stderr}");
+    assert!(
+        !stderr.contains("abcdefghijklmnop"),
+        "the secret leaked: {stderr}"
+    );
+
+    // A URL password, in TOML this time.
+    let toml = dir.join("secrets.toml");
+    std::fs::write(
+        &toml,
+        "name = 'x'\n[target]\nurl = 'wss://bot:hunter2@127.0.0.1:9/ws'\n\
+         [[scenarios]]\nname = 'a'\n[[scenarios.steps]]\nwait = '10ms'\n",
+    )
+    .unwrap();
+    let shown = toml.display().to_string();
+    let (code, _, stderr) = planrun_bin(&["validate", &shown]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:3:7: warning: `target.url` holds a URL with a password in it"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the secret leaked: {stderr}");
+}
+
+#[test]
+fn run_prints_secret_warnings_once() {
+    let dir = common::temp_dir("secrets-run");
+    let plan = dir.join("secrets.yaml");
+    std::fs::write(&plan, SECRET_PLAN).unwrap();
+    let out = dir.join("report");
+    let (code, _, stderr) = planrun_bin(&[
+        plan.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(stderr.contains("`description` holds"), "{stderr}");
+    assert!(out.join("metrics.json").is_file());
+}
+
+#[test]
+fn example_plans_have_no_secret_warnings() {
+    for entry in std::fs::read_dir("plans").unwrap() {
+        let path = entry.unwrap().path();
+        let warnings = plan::secrets::scan_file(&path);
+        assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
+    }
+}
+
+#[test]
+fn decoded_files_count_against_the_audio_budget() {
+    // 59m59s of generated silence passes validation; the WAV file pushes it over at compile.
+    let mut text = String::from(
+        "name: t\ntarget:\n  url: builtin\n  sample_rate: 8000\nscenarios:\n  - name: a\n    steps:\n",
+    );
+    for _ in 0..5 {
+        text.push_str("      - send_audio: {silence: 10m}\n");
+    }
+    text.push_str("      - send_audio: {silence: 9m, trailing_silence: 59s}\n");
+    let under = parse("budget.yaml", &text).expect("validates");
+    plan::compile::compile(&under).expect("an hour minus a second compiles");
+    text.push_str("      - send_audio: audio_files/hello.wav\n");
+    let over = parse("budget.yaml", &text).expect("validates");
+    let err = plan::compile::compile(&over).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "budget.yaml:14:21: error: the plan's audio adds up to more than 60 minutes"
+        ),
+        "{err}"
+    );
+    // `repeat` reuses its body's audio instead of generating it again.
+    let text = "name: t\ntarget:\n  url: builtin\nscenarios:\n  - name: a\n    steps:\n      - repeat: 1000\n        steps:\n          - send_audio: {tone: 10m}\n";
+    let compiled = plan::compile::compile(&parse("r.yaml", text).unwrap()).unwrap();
+    assert_eq!(compiled.scenarios[0].steps.len(), 1000);
+}
+
+#[test]
+fn oversized_wav_files_are_refused_before_decoding() {
+    let dir = common::temp_dir("big-wav");
+    // A valid header followed by a sparse 600 MiB of "data": never read whole.
+    let wav = dir.join("huge.wav");
+    let mut header = Vec::new();
+    header.extend_from_slice(b"RIFF");
+    header.extend_from_slice(&u32::MAX.to_le_bytes());
+    header.extend_from_slice(b"WAVEfmt ");
+    header.extend_from_slice(&16u32.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    header.extend_from_slice(&1u16.to_le_bytes()); // mono
+    header.extend_from_slice(&16_000u32.to_le_bytes());
+    header.extend_from_slice(&32_000u32.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&16u16.to_le_bytes());
+    header.extend_from_slice(b"data");
+    header.extend_from_slice(&(u32::MAX - 36).to_le_bytes());
+    std::fs::write(&wav, &header).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wav)
+        .unwrap()
+        .set_len(600 << 20)
+        .unwrap();
+    let plan = dir.join("p.yaml");
+    std::fs::write(
+        &plan,
+        "name: t\ntarget:\n  url: builtin\nscenarios:\n  - name: a\n    steps:\n      - send_audio: huge.wav\n",
+    )
+    .unwrap();
+    let err = plan::load(&plan).unwrap_err().to_string();
+    assert!(
+        err.contains(":7:21: error: audio file `huge.wav` is 600 MiB; WAVs are limited to 512 MiB"),
+        "{err}"
+    );
+}

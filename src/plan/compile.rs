@@ -362,11 +362,22 @@ pub struct ThresholdSpec {
 /// Most steps a scenario may unroll to (`repeat` multiplies).
 const MAX_STEPS: usize = 100_000;
 
+/// Most audio a plan may hold in memory (decoded files and generated audio, each once), in
+/// seconds at the plan's sample rate: one hour is 345 MB at 48 kHz.
+const MAX_AUDIO_SECS: u64 = 3600;
+
+/// [`MAX_AUDIO_SECS`] as a duration.
+pub(crate) const MAX_AUDIO: Duration = Duration::from_secs(MAX_AUDIO_SECS);
+
 struct Cx<'a> {
     lp: &'a LoadedPlan,
     rate: u32,
     clips: &'a mut HashMap<PathBuf, Arc<Clip>>,
     errs: &'a mut Vec<Diagnostic>,
+    /// Samples of audio held so far (against [`MAX_AUDIO_SECS`]).
+    audio_samples: u64,
+    /// Set once a limit was hit: compiling stops, with one error.
+    gave_up: bool,
 }
 
 impl Cx<'_> {
@@ -376,9 +387,34 @@ impl Cx<'_> {
         self.errs.push(self.lp.diag(&p, message, None));
     }
 
+    /// Reserve room for `d` of audio, or report (once) that the plan holds too much.
+    fn budget(&mut self, d: Duration, path: &[Seg], key: &str) -> bool {
+        let samples = (d.as_secs_f64() * f64::from(self.rate)).ceil() as u64;
+        self.audio_samples = self.audio_samples.saturating_add(samples);
+        if self.audio_samples > MAX_AUDIO_SECS * u64::from(self.rate) {
+            self.error(
+                path,
+                key,
+                format!(
+                    "the plan's audio adds up to more than {} minutes (each generated clip and \
+                     each file counts once; `repeat` reuses its steps' audio)",
+                    MAX_AUDIO_SECS / 60
+                ),
+            );
+            self.gave_up = true;
+            return false;
+        }
+        true
+    }
+
     fn audio(&mut self, spec: &AudioSpec, path: &[Seg], key: &str) -> Option<AudioOut> {
         let t = spec.table();
         let rate = self.rate;
+        let generated = [t.silence, t.tone, t.noise, t.trailing_silence];
+        let generated: Duration = generated.iter().flatten().map(|d| d.0).sum();
+        if !self.budget(generated, path, key) {
+            return None;
+        }
         let level = t.level.unwrap_or(-20.0);
         let mut text = None;
         let (clip, label) = if let Some(file) = &t.file {
@@ -387,6 +423,9 @@ impl Cx<'_> {
                 Some(c) => (**c).clone(),
                 None => match audio::load_wav(&resolved, rate) {
                     Ok(c) => {
+                        if !self.budget(c.duration(), path, key) {
+                            return None;
+                        }
                         self.clips.insert(resolved.clone(), Arc::new(c.clone()));
                         c
                     }
@@ -439,17 +478,27 @@ impl Cx<'_> {
             let mut path = prefix.to_vec();
             path.push(Seg::Key("steps".into()));
             path.push(Seg::Index(i));
+            if self.gave_up {
+                return;
+            }
             if let (Some(n), Some(body)) = (step.repeat, &step.steps) {
+                // Compile the body once (audio generated once, shared) and unroll copies.
+                let mut once = Vec::new();
+                self.steps(scenario, body, &path, &mut once);
+                let total = (n as usize).saturating_mul(once.len());
+                if !self.gave_up && out.len().saturating_add(total) > MAX_STEPS {
+                    self.error(
+                        &path,
+                        "repeat",
+                        format!("scenario `{scenario}` unrolls to more than {MAX_STEPS} steps"),
+                    );
+                    self.gave_up = true;
+                }
+                if self.gave_up {
+                    return;
+                }
                 for _ in 0..n {
-                    if out.len() > MAX_STEPS {
-                        self.error(
-                            &path,
-                            "repeat",
-                            format!("scenario `{scenario}` unrolls to more than {MAX_STEPS} steps"),
-                        );
-                        return;
-                    }
-                    self.steps(scenario, body, &path, out);
+                    out.extend(once.iter().cloned());
                 }
                 continue;
             }
@@ -581,6 +630,8 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         rate,
         clips: &mut clips,
         errs: &mut errs,
+        audio_samples: 0,
+        gave_up: false,
     };
     for (si, sc) in plan.scenarios.iter().enumerate() {
         let mut steps = Vec::new();

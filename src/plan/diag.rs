@@ -25,15 +25,32 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, "error")
+    }
+}
+
+/// A problem that does not stop the plan (e.g. a secret written inline): same data as a
+/// [`Diagnostic`], rendered as `warning:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning(pub Diagnostic);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.render(f, "warning")
+    }
+}
+
+impl Diagnostic {
+    fn render(&self, f: &mut fmt::Formatter<'_>, level: &str) -> fmt::Result {
         let file = self.file.display();
         if self.line > 0 {
             writeln!(
                 f,
-                "{file}:{}:{}: error: {}",
+                "{file}:{}:{}: {level}: {}",
                 self.line, self.column, self.message
             )?;
         } else {
-            writeln!(f, "{file}: error: {}", self.message)?;
+            writeln!(f, "{file}: {level}: {}", self.message)?;
         }
         if let Some(src) = &self.source_line {
             let gutter = self.line.to_string().len();
@@ -90,6 +107,9 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 
 /// Turn serde's "unknown field `x`, expected one of a, b" (either crate's wording) into a hint.
 pub fn hint_for_serde_message(message: &str) -> Option<String> {
+    if message.starts_with("invalid value: integer `-") && message.contains("expected u") {
+        return Some("this value cannot be negative".into());
+    }
     let rest = message
         .strip_prefix("unknown field ")
         .or_else(|| message.strip_prefix("unknown variant "))?;
@@ -161,6 +181,8 @@ pub struct LocNode {
     pub line: usize,
     pub column: usize,
     pub children: LocChildren,
+    /// The text of a string scalar (None for numbers, booleans, maps and lists).
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -197,6 +219,7 @@ enum Inner<C> {
     Map(Vec<(String, C)>),
     Seq(Vec<C>),
     Scalar,
+    Text(String),
 }
 
 struct AnyKey(String);
@@ -243,7 +266,10 @@ impl<'de, C: Deserialize<'de>> Deserialize<'de> for Inner<C> {
                 f.write_str("any value")
             }
             scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
-                    visit_str: &str, visit_bytes: &[u8], visit_i128: i128, visit_u128: u128);
+                    visit_bytes: &[u8], visit_i128: i128, visit_u128: u128);
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Inner::Text(v.to_string()))
+            }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Inner::Scalar)
             }
@@ -287,17 +313,23 @@ impl<'de> Deserialize<'de> for TomlNode {
 }
 
 fn convert<C>(line: usize, column: usize, inner: Inner<C>, f: &dyn Fn(C) -> LocNode) -> LocNode {
+    let mut value = None;
     let children = match inner {
         Inner::Map(entries) => {
             LocChildren::Map(entries.into_iter().map(|(k, v)| (k, f(v))).collect())
         }
         Inner::Seq(items) => LocChildren::Seq(items.into_iter().map(f).collect()),
         Inner::Scalar => LocChildren::Scalar,
+        Inner::Text(text) => {
+            value = Some(text);
+            LocChildren::Scalar
+        }
     };
     LocNode {
         line,
         column,
         children,
+        value,
     }
 }
 
@@ -316,14 +348,79 @@ fn toml_node(source: &str, n: TomlNode) -> LocNode {
     convert(line, column, n.0.into_inner(), &|c| toml_node(source, c))
 }
 
+/// Deepest nesting of lists and maps a plan may use (real plans stay under 20 even with nested
+/// `repeat`s); deeper input is refused by the parser instead of recursing ever deeper.
+pub const MAX_DEPTH: usize = 32;
+
+/// How plan YAML is read: at most [`MAX_DEPTH`] levels of nesting, and at most 10,000 nodes
+/// replayed from aliases in all (the default of a million lets a few lines of nested anchors
+/// take seconds and build a million-node tree).
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut limits = serde_saphyr::options::AliasLimits::default();
+    limits.max_total_replayed_events = 10_000;
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits = limits;
+    options.budget = Some(budget);
+    options
+}
+
+/// How deeply lists and tables nest in TOML text (brackets and braces outside strings and
+/// comments, plus the parts of dotted keys), so over-deep input can be refused before parsing
+/// (the `toml` crate limits brackets to 80 levels but not dotted keys). An estimate that may
+/// count a level too many, never too few.
+pub fn toml_depth(source: &str) -> usize {
+    let (mut depth, mut max, mut dots) = (0usize, 0usize, 0usize);
+    let mut chars = source.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' && q == '"' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '.' => {
+                    dots += 1;
+                    max = max.max(depth + dots + 1);
+                }
+                '\n' | '=' | ',' => dots = 0,
+                _ => {}
+            },
+        }
+    }
+    max
+}
+
 /// Re-read a syntactically valid plan as a positioned tree (None if it cannot be read).
 pub fn locate_tree(source: &str, toml_format: bool) -> Option<LocNode> {
     if toml_format {
+        if toml_depth(source) > MAX_DEPTH {
+            return None;
+        }
         toml::from_str::<TomlNode>(source)
             .ok()
             .map(|n| toml_node(source, n))
     } else {
-        serde_saphyr::from_str::<YamlNode>(source)
+        serde_saphyr::from_str_with_options::<YamlNode>(source, yaml_options())
             .ok()
             .map(yaml_node)
     }
@@ -367,6 +464,18 @@ mod tests {
         assert_eq!(
             hint_for_serde_message("unknown field `usres`, expected `users` or `iterations`"),
             Some("did you mean `users`?".into())
+        );
+    }
+
+    #[test]
+    fn toml_depth_counts_brackets_and_dotted_keys() {
+        assert_eq!(toml_depth("a = 1\n"), 0);
+        assert_eq!(toml_depth("[[scenarios.steps]]\nwait = '1s'\n"), 4);
+        assert_eq!(toml_depth("a = [[[1]]]\n# [[[[[[\nb = \"[[[[[[[\"\n"), 3);
+        assert_eq!(toml_depth("a.b.c.d = 1\n"), 4);
+        assert_eq!(
+            toml_depth(&format!("x = {}1{}\n", "[".repeat(40), "]".repeat(40))),
+            40
         );
     }
 

@@ -6,14 +6,16 @@
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod secrets;
 pub mod target;
 pub mod threshold;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use compile::CompiledPlan;
-pub use diag::{Diagnostic, PlanError};
+pub use diag::{Diagnostic, PlanError, Warning};
 pub use model::Plan;
 
 use crate::plan_path;
@@ -72,6 +74,12 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "metrics",
     "error",
 ];
+
+/// Largest WAV a plan may use (an hour of 48 kHz mono PCM16 is 330 MiB).
+pub const MAX_WAV_BYTES: u64 = 512 << 20;
+
+/// Largest plan text accepted (plans are a few KiB; this bounds parsing time and memory).
+pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
 
 /// A parsed plan with its source kept for positioned diagnostics.
 #[derive(Debug, Clone)]
@@ -151,7 +159,34 @@ pub fn load(path: &Path) -> Result<LoadedPlan, PlanError> {
 
 /// Parse and validate plan text; `path` names it in errors and picks the format.
 pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
+    if source.len() > MAX_PLAN_BYTES {
+        return Err(PlanError(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "the plan is {} bytes long; plans are limited to {} KiB",
+                source.len(),
+                MAX_PLAN_BYTES / 1024
+            ),
+            hint: None,
+            source_line: None,
+        }]));
+    }
     let toml_format = is_toml(path);
+    if toml_format && diag::toml_depth(source) > diag::MAX_DEPTH {
+        return Err(PlanError(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "lists and tables nest more than {} levels deep",
+                diag::MAX_DEPTH
+            ),
+            hint: None,
+            source_line: None,
+        }]));
+    }
     let plan = if toml_format {
         toml::from_str::<Plan>(source).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(source, s.start));
@@ -159,7 +194,7 @@ pub fn parse_str(source: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
             serde_diag(path, source, line, column, message)
         })?
     } else {
-        serde_saphyr::from_str::<Plan>(source).map_err(|e| {
+        serde_saphyr::from_str_with_options::<Plan>(source, diag::yaml_options()).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
@@ -333,10 +368,10 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             None,
         ));
     }
-    for &n in &load.users.0 {
+    for (i, &n) in load.users.0.iter().enumerate() {
         if n == 0 || n > 100_000 {
             errs.push(lp.diag(
-                &plan_path!["load", "users"],
+                &plan_path!["load", "users", i],
                 format!("users must be 1..=100000, found {n}"),
                 None,
             ));
@@ -367,6 +402,9 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     }
     let mut names = BTreeSet::new();
     let mut total_weight = 0.0;
+    let marks = known_marks(plan);
+    let mut generated = Duration::ZERO;
+    let mut over_budget = false;
     for (si, sc) in plan.scenarios.iter().enumerate() {
         if !names.insert(sc.name.as_str()) {
             errs.push(lp.diag(
@@ -391,12 +429,32 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                 None,
             ));
         }
-        let marks = known_marks(plan);
         walk_steps(
             &sc.steps,
             &plan_path!["scenarios", si],
             &mut |step, path| {
                 validate_step(lp, path, step, &marks, &mut errs);
+                // Generated audio is held in memory once per step: bound it before compiling.
+                let specs = [
+                    step.send_audio.as_ref(),
+                    step.interrupt.as_ref().and_then(|i| i.audio.as_ref()),
+                ];
+                for spec in specs.into_iter().flatten() {
+                    let t = spec.table();
+                    let parts = [t.silence, t.tone, t.noise, t.trailing_silence];
+                    generated += parts.iter().flatten().map(|d| d.0).sum::<Duration>();
+                    if !over_budget && generated > compile::MAX_AUDIO {
+                        over_budget = true;
+                        errs.push(lp.diag(
+                            path,
+                            format!(
+                                "the plan generates more than {} minutes of audio in all",
+                                compile::MAX_AUDIO.as_secs() / 60
+                            ),
+                            Some("shorten the clips, or put one clip in a `repeat`".into()),
+                        ));
+                    }
+                }
             },
         );
     }
@@ -698,6 +756,11 @@ fn validate_audio(
             ));
         }
     }
+    if let Some(d) = t.trailing_silence
+        && d.0 > ms(600_000)
+    {
+        errs.push(lp.diag(path, "trailing_silence must be at most 10m", None));
+    }
     if let Some(level) = t.level
         && !(-120.0..=0.0).contains(&level)
     {
@@ -717,8 +780,13 @@ fn validate_audio(
         ));
     }
     if let Some(file) = &t.file {
+        let mut file_path = path.to_vec();
+        file_path.push(Seg::Key("file".into()));
+        let path = file_path.as_slice();
         let resolved = lp.resolve(file);
-        if !resolved.is_file() {
+        if resolved.is_file() {
+            check_wav_format(lp, path, file, &resolved, errs);
+        } else {
             errs.push(lp.diag(
                 path,
                 format!(
@@ -821,4 +889,128 @@ fn validate_http(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
             },
         );
     }
+}
+
+/// Plans send mono speech of at least 16 bits: a stereo file would be mixed down (a call
+/// recording with the caller on one channel and the agent on the other would send both voices)
+/// and 8-bit PCM is too coarse for speech recognition to be representative. Both are rejected
+/// with the `sox` command that converts the file.
+fn check_wav_format(
+    lp: &LoadedPlan,
+    path: &[Seg],
+    file: &str,
+    resolved: &Path,
+    errs: &mut Vec<Diagnostic>,
+) {
+    let format = match crate::audio::wav_format(resolved) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.push(lp.diag(path, e.to_string(), None));
+            return;
+        }
+    };
+    // Files are decoded whole into memory at compile time: refuse absurd ones up front.
+    let size = std::fs::metadata(resolved).map_or(0, |m| m.len());
+    if size > MAX_WAV_BYTES {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "audio file `{file}` is {} MiB; WAVs are limited to {} MiB",
+                size >> 20,
+                MAX_WAV_BYTES >> 20
+            ),
+            Some("cut it to the part the caller says, e.g. `sox in.wav out.wav trim 0 30`".into()),
+        ));
+        return;
+    }
+    let stem = Path::new(file)
+        .file_stem()
+        .map_or_else(|| "out".into(), |s| s.to_string_lossy().into_owned());
+    let beside = |suffix: &str| {
+        Path::new(file)
+            .with_file_name(format!("{stem}-{suffix}.wav"))
+            .display()
+            .to_string()
+    };
+    let (mono, wide) = (beside("mono"), beside("16bit"));
+    if format.channels > 1 {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "audio file `{file}` has {} channels: send_audio streams mono speech",
+                format.channels
+            ),
+            Some(format!(
+                "mix it down with `sox {file} -c 1 {mono}`, or keep only the caller's \
+                 channel with `sox {file} {mono} remix 1`"
+            )),
+        ));
+    }
+    if format.bits <= 8 && !format.float {
+        errs.push(lp.diag(
+            path,
+            format!("audio file `{file}` is 8-bit PCM: too coarse for speech; use 16-bit"),
+            Some(format!(
+                "convert it with `sox {file} -b 16 -e signed-integer {wide}`"
+            )),
+        ));
+    }
+}
+
+/// Fuzzing entry point (also run by `tests/fuzz_regressions.rs` on the committed corpus):
+/// parse, validate and compile plan text as YAML or TOML. Any outcome but a panic, a hang or an
+/// unbounded allocation is fine; returns whether the plan compiled.
+#[doc(hidden)]
+pub fn fuzz_plan(text: &str, toml_format: bool) -> bool {
+    let name = if toml_format {
+        "fuzz/plan.toml"
+    } else {
+        "fuzz/plan.yaml"
+    };
+    for w in secrets::scan_source(text, Path::new(name), toml_format) {
+        let _ = w.to_string();
+    }
+    match parse_str(text, Path::new(name)) {
+        Ok(lp) => {
+            // Rendering diagnostics must not panic either (odd positions, odd characters).
+            compile::compile(&lp).map_err(|e| e.to_string()).is_ok()
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            false
+        }
+    }
+}
+
+/// Fuzzing entry point for the one-line languages: threshold expressions, durations and
+/// jitter distributions. What parses must render to text that parses again, and sampling a
+/// distribution must stay finite. `Err` describes a broken invariant (the fuzz target panics
+/// on it).
+#[doc(hidden)]
+pub fn fuzz_scalar(text: &str) -> Result<(), String> {
+    use rand::SeedableRng;
+    if let Ok(e) = text.parse::<threshold::ThresholdExpr>() {
+        let again: threshold::ThresholdExpr = e
+            .to_string()
+            .parse()
+            .map_err(|err| format!("threshold `{e}` does not re-parse: {err}"))?;
+        if again != e {
+            return Err(format!("threshold `{e}` re-parses as {again:?}"));
+        }
+    }
+    if let Ok(d) = crate::dist::parse_duration(text) {
+        crate::dist::parse_duration(&crate::dist::format_duration(d))
+            .map_err(|err| format!("duration {d:?} does not re-parse: {err}"))?;
+    }
+    if let Ok(d) = text.parse::<crate::dist::Dist>() {
+        d.to_string()
+            .parse::<crate::dist::Dist>()
+            .map_err(|err| format!("jitter `{d}` does not re-parse: {err}"))?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(text.len() as u64);
+        for _ in 0..8 {
+            let _ = d.sample(&mut rng);
+        }
+        let _ = d.mean();
+    }
+    Ok(())
 }
