@@ -63,11 +63,7 @@ pub fn encode_speech_end_with_text(text: &str) -> Message {
 
 /// Encode PCM16 samples as one little-endian binary frame.
 pub fn encode_audio(samples: &[i16]) -> Message {
-    let mut bytes = Vec::with_capacity(samples.len() * 2);
-    for s in samples {
-        bytes.extend_from_slice(&s.to_le_bytes());
-    }
-    Message::binary(bytes)
+    Message::binary(client::pcm16_bytes(samples))
 }
 
 /// Decode a little-endian PCM16 payload (a trailing odd byte is ignored).

@@ -179,8 +179,9 @@ fn ws_config() -> WebSocketConfig {
     config.max_write_buffer_size = 4 << 20;
     config.write_buffer_size = 0;
     // tungstenite zeroes its whole read buffer (128 KiB by default) before every read; a
-    // 20 ms frame is 640 bytes, so a small buffer saves both CPU and memory per user.
-    config.read_buffer_size = 4 * 1024;
+    // 20 ms frame at 16 kHz is 640 bytes, so a small buffer saves both CPU and memory per user
+    // (callgrind: the zeroing was 19% of planrun's instructions with 4 KiB, 99% with 128 KiB).
+    config.read_buffer_size = 2 * 1024;
     config.max_message_size = Some(MAX_MESSAGE_SIZE);
     config.max_frame_size = Some(MAX_MESSAGE_SIZE);
     config

@@ -577,7 +577,10 @@ impl Session<'_, '_> {
             ));
         }
         let deadline = Instant::now() + SEND_TIMEOUT;
+        // Biased: a send that completes at once (the usual case) never arms the timer or the
+        // stop subscription.
         tokio::select! {
+            biased;
             r = self.sink.send(msg) => {
                 r.map_err(|e| (FailureClass::SendError, format!("sending failed: {e}")))
             }
@@ -695,19 +698,30 @@ impl Session<'_, '_> {
 
     /// Receive (and log) inbound messages until `until`.
     async fn pump_until(&mut self, step: &StepSpec, until: Instant) -> Result<(), Failure> {
+        // One timer and one stop subscription per call, not per inbound message: this runs
+        // once per audio frame sent and loops once per frame received.
+        let mut stop = self.ctx.stop.clone();
+        let stopped = wait_stop(&mut stop);
+        tokio::pin!(stopped);
+        let deadline = sleep_until(until);
+        tokio::pin!(deadline);
         loop {
             if self.closed.is_some() {
                 // Nothing more can arrive; a closed connection is judged by the next send/await.
                 tokio::select! {
-                    _ = wait_stop(&mut self.ctx.stop) => return self.check_stop(step),
-                    _ = sleep_until(until) => return Ok(()),
+                    _ = &mut stopped => return self.check_stop(step),
+                    _ = &mut deadline => return Ok(()),
                 }
             }
             let tick = self.next_tick();
             tokio::select! {
                 biased;
-                _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
-                _ = sleep_until(until) => return Ok(()),
+                _ = &mut stopped => {
+                    self.check_stop(step)?;
+                    // Not stopped after all (cannot happen: `wait_stop` only resolves on stop).
+                    return Ok(());
+                }
+                _ = &mut deadline => return Ok(()),
                 _ = sleep_until(tick.unwrap_or(until)), if tick.is_some_and(|t| t < until) => self.tick(step).await?,
                 msg = self.stream.next() => self.ingest(step, msg)?,
             }
@@ -883,6 +897,12 @@ impl Session<'_, '_> {
         let left = deadline.saturating_duration_since(Instant::now());
         let allowed = Duration::from_millis(left.as_micros().div_ceil(1000) as u64);
         let is_audio = matches!(name, "audio" | "first_audio" | "first_speech");
+        // One timer and one stop subscription for the whole wait (it loops per inbound message).
+        let mut stop = self.ctx.stop.clone();
+        let stopped = wait_stop(&mut stop);
+        tokio::pin!(stopped);
+        let timeout = sleep_until(deadline);
+        tokio::pin!(timeout);
         loop {
             if is_audio {
                 let found = match name {
@@ -962,9 +982,12 @@ impl Session<'_, '_> {
             let tick = self.next_tick();
             tokio::select! {
                 biased;
-                _ = wait_stop(&mut self.ctx.stop) => self.check_stop(step)?,
+                _ = &mut stopped => {
+                    self.check_stop(step)?;
+                    return Err(fail(FailureClass::Aborted, step, "run stopped"));
+                }
                 _ = sleep_until(tick.unwrap_or(deadline)), if tick.is_some_and(|t| t < deadline) => self.tick(step).await?,
-                _ = sleep_until(deadline) => {
+                _ = &mut timeout => {
                     return Err(fail(
                         FailureClass::Timeout,
                         step,

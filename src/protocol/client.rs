@@ -250,9 +250,10 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// PCM16 little-endian bytes.
 pub fn pcm16_bytes(samples: &[i16]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(samples.len() * 2);
-    for s in samples {
-        bytes.extend_from_slice(&s.to_le_bytes());
+    // Fill a sized buffer pair by pair (vectorises; pushing byte by byte did not).
+    let mut bytes = vec![0u8; samples.len() * 2];
+    for (out, s) in bytes.chunks_exact_mut(2).zip(samples) {
+        out.copy_from_slice(&s.to_le_bytes());
     }
     bytes
 }
