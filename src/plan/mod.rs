@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod shape;
 pub mod target;
 pub mod threshold;
 
@@ -326,14 +327,15 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
 
     // load
     let load = &plan.load;
-    if load.users.0.is_empty() {
+    let users = load.users.clone().unwrap_or_else(model::default_users);
+    if users.0.is_empty() {
         errs.push(lp.diag(
             &plan_path!["load", "users"],
             "the users sweep is empty",
             None,
         ));
     }
-    for &n in &load.users.0 {
+    for &n in &users.0 {
         if n == 0 || n > 100_000 {
             errs.push(lp.diag(
                 &plan_path!["load", "users"],
@@ -356,6 +358,7 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             None,
         ));
     }
+    shape::validate(lp, &mut errs);
 
     // scenarios
     if plan.scenarios.is_empty() {
