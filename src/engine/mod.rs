@@ -3,6 +3,8 @@
 
 pub mod connect;
 mod http;
+mod open;
+pub mod schedule;
 mod session;
 
 use std::sync::Arc;
@@ -280,6 +282,42 @@ pub async fn run_observed(
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
     let deadline = plan.load.duration.map(|d| run_start + d);
+    let shared = || open::Shared {
+        plan: plan_arc.clone(),
+        conn: conn.clone(),
+        run_start,
+        stop: stop.clone(),
+        progress: progress.clone(),
+        sink: sink.clone(),
+    };
+    if let Some(spec) = &plan.load.arrivals {
+        let total = open::run_arrivals(spec, shared()).await;
+        drop(sink);
+        return finish(
+            plan,
+            agent,
+            &conn,
+            &stop,
+            run_start,
+            started_at,
+            drained(total, &progress),
+        )
+        .await;
+    }
+    if let Some(stages) = &plan.load.stages {
+        let total = open::run_stages(stages, shared()).await;
+        drop(sink);
+        return finish(
+            plan,
+            agent,
+            &conn,
+            &stop,
+            run_start,
+            started_at,
+            drained(total, &progress),
+        )
+        .await;
+    }
     let users = plan.load.users;
     let mut tasks = tokio::task::JoinSet::new();
     for user in 0..users {
@@ -300,6 +338,7 @@ pub async fn run_observed(
             stop.clone(),
             progress.clone(),
             sink.clone(),
+            None,
         ));
     }
     drop(sink);
@@ -310,7 +349,34 @@ pub async fn run_observed(
             total.merge(rec);
         }
     }
+    finish(
+        plan,
+        agent,
+        &conn,
+        &stop,
+        run_start,
+        started_at,
+        drained(total, &progress),
+    )
+    .await
+}
+
+/// `total` with the histograms the users recorded into the shared shards.
+fn drained(mut total: Recorder, progress: &Progress) -> Recorder {
     progress.histograms.drain_into(&mut total);
+    total
+}
+
+/// Shut the built-in agent down and summarize.
+async fn finish(
+    plan: &CompiledPlan,
+    agent: Option<agent::AgentHandle>,
+    conn: &connect::Connection,
+    stop: &watch::Receiver<bool>,
+    run_start: Instant,
+    started_at: SystemTime,
+    total: Recorder,
+) -> Result<RunOutcome, EngineError> {
     let elapsed = run_start.elapsed();
     if let Some(a) = agent {
         a.shutdown().await;
@@ -346,6 +412,7 @@ async fn user_loop(
     mut stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
     sink: Option<IterationSink>,
+    mut leave: Option<watch::Receiver<bool>>,
 ) -> Recorder {
     let mut rec = Recorder::default();
     let shards = progress.histograms.shards();
@@ -359,6 +426,7 @@ async fn user_loop(
     let mut iteration: u64 = 0;
     loop {
         if *stop.borrow()
+            || open::asked_to_leave(&leave)
             || plan.load.iterations.is_some_and(|n| iteration >= n)
             || deadline.is_some_and(|d| Instant::now() >= d)
         {
@@ -463,6 +531,7 @@ async fn user_loop(
             tokio::select! {
                 _ = sleep_until(until) => {}
                 _ = session::wait_stop(&mut stop) => break,
+                () = open::left(&mut leave) => break,
             }
         }
     }

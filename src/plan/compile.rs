@@ -147,6 +147,11 @@ pub struct LoadSpec {
     pub ramp_up: Duration,
     pub think_time: Option<Dist>,
     pub seed: u64,
+    /// Open model (`arrival_rate`): the arrival schedule; `users` is then its `max_users`.
+    pub arrivals: Option<crate::engine::schedule::ArrivalSpec>,
+    /// Closed model with ramping `stages`: the target user count's pieces; `users` is then
+    /// the peak.
+    pub stages: Option<Vec<crate::engine::schedule::Segment>>,
 }
 
 #[derive(Debug, Clone)]
@@ -653,7 +658,22 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     }
 
     let load = &plan.load;
-    let iterations = match (load.iterations, load.duration) {
+    let arrivals = super::shape::arrivals(load);
+    let stages = super::shape::user_stages(load);
+    let shaped_duration = arrivals.as_ref().map(|a| a.duration()).or(stages
+        .as_deref()
+        .map(crate::engine::schedule::stages_duration));
+    let duration = shaped_duration.or(load.duration.map(|d| d.0));
+    let users_list = load
+        .users
+        .clone()
+        .unwrap_or_else(super::model::default_users);
+    let users = match (&arrivals, &stages) {
+        (Some(a), _) => a.max_users,
+        (None, Some(st)) => st.iter().map(|s| s.to.round() as u32).max().unwrap_or(1),
+        (None, None) => users_list.0.first().copied().unwrap_or(1),
+    };
+    let iterations = match (load.iterations, duration) {
         (Some(n), _) => Some(u64::from(n)),
         (None, Some(_)) => None,
         (None, None) => Some(1),
@@ -674,13 +694,19 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
                 .then(|| HttpTarget::from_spec(&plan.target.http, rate)),
         },
         load: LoadSpec {
-            users: load.users.0.first().copied().unwrap_or(1),
-            sweep: load.users.0.clone(),
+            users,
+            sweep: if arrivals.is_some() || stages.is_some() {
+                vec![users]
+            } else {
+                users_list.0.clone()
+            },
             iterations,
-            duration: load.duration.map(|d| d.0),
+            duration,
             ramp_up: load.ramp_up.map_or(Duration::ZERO, |d| d.0),
             think_time: load.think_time.as_ref().map(|j| j.0.clone()),
             seed: load.seed,
+            arrivals,
+            stages,
         },
         scenarios,
         thresholds: plan

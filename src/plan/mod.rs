@@ -7,6 +7,7 @@ pub mod compile;
 pub mod diag;
 pub mod model;
 pub mod secrets;
+pub mod shape;
 pub mod target;
 pub mod threshold;
 
@@ -361,14 +362,15 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
 
     // load
     let load = &plan.load;
-    if load.users.0.is_empty() {
+    let users = load.users.clone().unwrap_or_else(model::default_users);
+    if users.0.is_empty() {
         errs.push(lp.diag(
             &plan_path!["load", "users"],
             "the users sweep is empty",
             None,
         ));
     }
-    for (i, &n) in load.users.0.iter().enumerate() {
+    for (i, &n) in users.0.iter().enumerate() {
         if n == 0 || n > 100_000 {
             errs.push(lp.diag(
                 &plan_path!["load", "users", i],
@@ -391,6 +393,7 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             None,
         ));
     }
+    shape::validate(lp, &mut errs);
 
     // scenarios
     if plan.scenarios.is_empty() {

@@ -3,6 +3,7 @@
 //! rendered from — Markdown and HTML templates, `timeline.csv`, `junit.xml` — at the end of a
 //! run or later by `planrun report`.
 
+pub mod arrivals;
 pub mod charts;
 pub mod compare;
 pub mod hist;
@@ -159,6 +160,9 @@ pub struct RunReport {
     pub histograms: BTreeMap<String, String>,
     /// (`protocol: http_chunks`) chunk and call throughput; null for other protocols.
     pub http: Option<HttpThroughput>,
+    /// (`arrival_rate` or `stages`) the scheduler's account: scheduled, started, dropped
+    /// arrivals, late starts, start lag; null for a fixed user count.
+    pub arrivals: Option<arrivals::ArrivalReport>,
 }
 
 /// Throughput of an `http_chunks` run.
@@ -342,6 +346,11 @@ impl RunReport {
                 .collect(),
             http: (info.protocol == ProtocolKind::HttpChunks.name())
                 .then(|| HttpThroughput::from_counts(&s.recorder.http, s.elapsed)),
+            arrivals: s
+                .recorder
+                .arrivals
+                .as_ref()
+                .map(arrivals::ArrivalReport::from),
         }
     }
 
@@ -654,7 +663,16 @@ pub fn write_outputs(
     }
     // A partial run's timeline.csv is the evidence it was rebuilt from: never rewritten.
     if has(ReportFormat::Csv) && !files.view.partial {
-        put("timeline.csv", &timeline::csv(&files.run.iterations)?)?;
+        let dropped: Vec<arrivals::DroppedEntry> = files
+            .report
+            .get("arrivals")
+            .and_then(|a| a.get("dropped"))
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default();
+        put(
+            "timeline.csv",
+            &timeline::csv_with_dropped(&files.run.iterations, &dropped)?,
+        )?;
     }
     if has(ReportFormat::Junit) {
         put("junit.xml", &junit::render(&files.view)?)?;
@@ -854,6 +872,9 @@ pub fn console_summary_color(
                 f.user, f.iteration, f.scenario, f.step, f.message
             )?;
         }
+    }
+    if let Some(a) = &report.arrivals {
+        arrivals::console(a, w)?;
     }
     if let Some(h) = &report.http {
         writeln!(

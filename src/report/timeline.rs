@@ -17,6 +17,10 @@ pub const CSV_HEADER: [&str; 6] = ["t_ms", "user", "iteration", "scenario", "eve
 /// Event prefix of a recorded measurement's row (`record:ttfa`, detail = milliseconds).
 pub const RECORD_PREFIX: &str = "record:";
 
+/// Event of a `timeline.csv` row for an open-model arrival that did not start (user = the
+/// arrival's number, detail = the reason); not part of any iteration.
+pub const DROPPED_EVENT: &str = "arrival_dropped";
+
 /// Version of the `run.json` layout.
 pub const RUN_DATA_VERSION: u32 = 1;
 
@@ -247,6 +251,9 @@ pub fn parse_csv(text: &str) -> (Vec<TimelineIteration>, usize) {
             skipped += 1;
             continue;
         };
+        if event == DROPPED_EVENT {
+            continue;
+        }
         let at_us = (t_ms * 1000.0).round().max(0.0) as u64;
         let key = (user, iteration);
         let (it, ended) = open.entry(key).or_insert_with(|| {
@@ -354,6 +361,29 @@ impl TimelineIteration {
                 .collect(),
         }
     }
+}
+
+/// `timeline.csv` with one [`DROPPED_EVENT`] row per dropped arrival (user = the arrival's
+/// number, detail = the reason), in time order with the iterations' rows.
+pub fn csv_with_dropped(
+    iterations: &[TimelineIteration],
+    dropped: &[super::arrivals::DroppedEntry],
+) -> Result<String, String> {
+    let mut rows = csv_rows(iterations);
+    rows.extend(dropped.iter().map(|d| Event {
+        t_ms: d.at_ms,
+        user: u32::try_from(d.arrival).unwrap_or(u32::MAX),
+        iteration: 0,
+        scenario: String::new(),
+        event: DROPPED_EVENT.to_string(),
+        detail: d.reason.clone(),
+    }));
+    rows.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_HEADER).map_err(|e| e.to_string())?;
+    write_rows(&mut w, rows)?;
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 /// The live view of a run for the threshold monitor: every finished iteration, merged.
