@@ -8,6 +8,8 @@ pub mod audio;
 pub mod cli;
 pub mod dist;
 pub mod engine;
+pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod protocol;

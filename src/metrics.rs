@@ -115,6 +115,8 @@ pub struct Recorder {
     pub checks: BTreeMap<String, CheckCounts>,
     /// (`http_chunks`) chunk and call totals.
     pub http: HttpCounts,
+    /// The generator's own health (speech-end lag, latencies from the actual end of speech).
+    pub health: crate::health::HealthRec,
 }
 
 /// Totals of `http_chunks` calls, summed exactly across users.
@@ -203,6 +205,7 @@ impl Recorder {
         }
         self.iterations.extend(other.iterations);
         self.http.add(&other.http);
+        self.health.merge(other.health);
         for (name, c) in other.checks {
             let mine = self.checks.entry(name).or_default();
             mine.passed += c.passed;

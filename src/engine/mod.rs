@@ -28,6 +28,8 @@ pub struct Progress {
     /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
     /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
     recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
+    /// Fed once per finished iteration when `--metrics-addr` serves live metrics.
+    pub live: Option<Arc<crate::live::LiveMetrics>>,
 }
 
 /// How long a call in flight may take to wind down after the run is stopped (the session
@@ -45,6 +47,14 @@ async fn stopped_past_grace(mut stop: watch::Receiver<bool>) {
 pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
 
 impl Progress {
+    /// Progress that also feeds the live metrics endpoint.
+    pub fn with_live(live: Option<Arc<crate::live::LiveMetrics>>) -> Self {
+        Progress {
+            live,
+            ..Progress::default()
+        }
+    }
+
     fn set_main_metric(&self, name: &str) {
         if let Ok(mut r) = self.recent.lock() {
             r.0 = name.to_string();
@@ -279,6 +289,7 @@ pub async fn run_observed(
     let run_start = Instant::now();
     let deadline = plan.load.duration.map(|d| run_start + d);
     let users = plan.load.users;
+    let monitor = crate::health::EventLoopMonitor::start(progress.live.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for user in 0..users {
         let offset = if users > 1 {
@@ -309,6 +320,7 @@ pub async fn run_observed(
         }
     }
     let elapsed = run_start.elapsed();
+    total.health.event_loop_delay = monitor.finish().await;
     if let Some(a) = agent {
         a.shutdown().await;
     }
@@ -352,6 +364,7 @@ async fn user_loop(
     }
     progress.active_users.fetch_add(1, Ordering::Relaxed);
     let mut iteration: u64 = 0;
+    let mut live_feed = crate::live::UserFeed::default();
     loop {
         if *stop.borrow()
             || plan.load.iterations.is_some_and(|n| iteration >= n)
@@ -448,6 +461,9 @@ async fn user_loop(
         };
         if let Some(tx) = &sink {
             let _ = tx.send(record.clone());
+        }
+        if let Some(live) = &progress.live {
+            live.iteration(&mut live_feed, &record, rec.send_lag.as_ref());
         }
         rec.iteration(record);
         iteration += 1;
