@@ -193,13 +193,13 @@ impl GeneratorHealth {
         if let Some(v) = over(self.send_lag_p99_ms) {
             w.push(format!(
                 "pacing lag p99 {v:.2} ms is above the limit of {lag_limit_ms} ms: audio left \
-                 late, planrun was the bottleneck and the latencies cannot be trusted"
+                 late, so the latencies cannot be trusted"
             ));
         }
         if let Some(v) = over(self.event_loop_delay_p99_ms) {
             w.push(format!(
                 "event-loop delay p99 {v:.2} ms is above the limit of {lag_limit_ms} ms: \
-                 planrun's runtime was overloaded and the latencies cannot be trusted"
+                 planrun's runtime was overloaded, so the latencies cannot be trusted"
             ));
         }
         let cpu_limit = CPU_LIMIT_PCT_OF_CORES * cores.max(1) as f64;
@@ -211,8 +211,8 @@ impl GeneratorHealth {
             };
             w.push(format!(
                 "CPU use peaked at {cpu:.0}% of one core, at or above the limit of \
-                 {cpu_limit:.0}% ({CPU_LIMIT_PCT_OF_CORES:.0}% of {cores} core(s)){agent}: \
-                 planrun was the bottleneck and the latencies cannot be trusted"
+                 {cpu_limit:.0}% ({CPU_LIMIT_PCT_OF_CORES:.0}% of {cores} core(s)){agent}, \
+                 so the latencies cannot be trusted"
             ));
         }
         self.warnings = w;
