@@ -6,7 +6,9 @@
 #
 # USERS is a comma-separated list (default 100); DURATION is each step's length after its ramp
 # (default 20s). Environment: RAMP (default 10s), DELAY (the agent's delay, default 200ms),
-# LOCUST_VERSION / WEBSOCKET_CLIENT_VERSION / PSUTIL_VERSION (pins), PLANRUN (the binary).
+# LOCUST_VERSION / WEBSOCKET_CLIENT_VERSION / PSUTIL_VERSION (pins), PLANRUN (the binary),
+# NICE (e.g. -10: run both clients and both agents at that niceness, to shield the figures from
+# other work on a shared machine; needs root for negative values; default: unchanged).
 #
 # For each N, one after the other:
 #   1. Locust (one process = one core, `taskset -c 0`) against one agent process that this
@@ -73,6 +75,11 @@ if command -v taskset >/dev/null 2>&1 && [[ "$(nproc)" -ge 2 ]]; then
 else
   PINNING="no pinning (needs taskset and 2+ cores)"
 fi
+if [[ -n "${NICE:-}" ]]; then
+  CLIENT_PIN=(nice -n "$NICE" "${CLIENT_PIN[@]}")
+  AGENT_PIN=(nice -n "$NICE" "${AGENT_PIN[@]}")
+  PINNING="$PINNING, niceness $NICE"
+fi
 
 mkdir -p "$OUTDIR"
 AGENT_PID=""
@@ -98,21 +105,30 @@ echo "== $(nproc) cores, $PINNING; load average now: $(cut -d' ' -f1-3 /proc/loa
 echo "== $("$PLANRUN" --version 2>/dev/null || echo planrun), locust $LOCUST_VERSION, websocket-client $WEBSOCKET_CLIENT_VERSION, $("$VENV/bin/python" --version)"
 echo "== results in $OUTDIR"
 
+# Per-core jiffies (busy total) from /proc/stat, to show how busy each core was during a run,
+# including with other people's work on a shared machine.
+corestat() { awk '/^cpu[0-9]+ /{b=$2+$3+$4+$7+$8+$9; t=b+$5+$6; printf "%s %d %d ", $1, b, t} END{print ""}' /proc/stat; }
+now_s() { date +%s.%N; }
+
 IFS=',' read -r -a NS <<<"$USERS"
 for N in "${NS[@]}"; do
   RATE="$(awk -v n="$N" -v r="$RAMP_S" 'BEGIN{ if (r > 0) print n/r; else print n }')"
   TOTAL="$(awk -v d="$DUR_S" -v r="$RAMP_S" 'BEGIN{print int(d + r + 0.999)}')"
   echo "-- N=$N: Locust (-u $N -r $RATE -t ${TOTAL}s)..." >&2
+  { corestat; now_s; } >"$OUTDIR/cores-locust-$N.txt"
   BENCH_OUT="$OUTDIR/locust-$N.json" BENCH_RAMP_S="$RAMP_S" BENCH_DELAY_MS="$DELAY_MS" \
     BENCH_AGENT_PID="$AGENT_PID" \
     "${CLIENT_PIN[@]}" "$LOCUST" -f "$ROOT/bench/locustfile.py" --headless -u "$N" -r "$RATE" \
     -t "${TOTAL}s" --stop-timeout 10 --host "$URL" --only-summary \
     >"$OUTDIR/locust-$N.log" 2>&1 || true
+  { corestat; now_s; } >>"$OUTDIR/cores-locust-$N.txt"
   [[ -f "$OUTDIR/locust-$N.json" ]] || { echo "Locust wrote no result; see $OUTDIR/locust-$N.log" >&2; tail -20 "$OUTDIR/locust-$N.log" >&2; exit 1; }
   echo "-- N=$N: planrun bench..." >&2
+  { corestat; now_s; } >"$OUTDIR/cores-planrun-$N.txt"
   "${CLIENT_PIN[@]}" "$PLANRUN" bench --users "$N" --duration "$DURATION" --ramp "$RAMP" \
     --delay "$DELAY" --reply "$REPLY" "${AGENT_CPUS_ARG[@]}" \
     >"$OUTDIR/planrun-$N.txt" 2>"$OUTDIR/planrun-$N.err"
+  { corestat; now_s; } >>"$OUTDIR/cores-planrun-$N.txt"
 done
 
 # --- the table and the ratios ---------------------------------------------------------------
@@ -158,6 +174,23 @@ for n, p, l in rows:
     ratio = l["cpu_per_user_s"] / p["cpu_per_user_s"] if p["cpu_per_user_s"] > 0 else math.nan
     print(f"  {n:>5}  {ratio:>26.1f}×  {p['ttfa_err_p99_ms']:>16.2f} | {l['ttfa_err_p99_ms']:<7.2f}"
           f"  {p['lag_p99_ms']:>11.2f} | {l['lag_p99_ms']:<7.2f}  {p['sustained']:>10}/{n} | {l['sustained']}/{n}")
+def cores(tool, n):
+    """Busy % of each core over the whole run of one tool (whoever used it)."""
+    lines = open(os.path.join(outdir, f"cores-{tool}-{n}.txt")).read().split("\n")
+    a, b = lines[0].split(), lines[2].split()
+    out = []
+    for i in range(0, min(len(a), len(b)) - 2, 3):
+        busy = int(b[i + 1]) - int(a[i + 1])
+        total = int(b[i + 2]) - int(a[i + 2])
+        out.append(f"{a[i]} {100.0 * busy / max(1, total):.0f}%")
+    return ", ".join(out)
+
+print()
+print("core use over each run (the client and its agent, plus anything else on the machine):")
+for n, p, l in rows:
+    p["cores"], l["cores"] = cores("planrun", n), cores("locust", n)
+    l_own = 100.0 * l["cpu_s"] / l["wall_s"]
+    print(f"  N={n:<5} planrun: {p['cores']}   locust: {l['cores']} (Locust itself {l_own:.0f}%)")
 json.dump([{"users": n, "planrun": p, "locust": l} for n, p, l in rows],
           open(os.path.join(outdir, "summary.json"), "w"), indent=2)
 for n, _, l in rows:

@@ -243,6 +243,24 @@ pub struct RunArgs {
     /// `-2`, `-3`, … folder beside it).
     #[arg(long)]
     pub overwrite: bool,
+    /// Serve live Prometheus metrics on this address during the run (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`; port 0 picks a free port. The bound address is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving the final metrics this long after the run (for a last scrape), e.g. `15s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_duration, requires = "metrics_addr")]
+    pub metrics_linger: Option<Duration>,
+    /// Limit (ms) for planrun's pacing lag p99 and event-loop delay p99: above it the run is
+    /// flagged because planrun itself was the bottleneck.
+    #[arg(long, value_name = "MS", default_value_t = crate::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
+    pub generator_lag_limit: f64,
+}
+
+fn parse_lag_limit(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` must be a positive number of milliseconds")),
+    }
 }
 
 fn parse_max_duration(s: &str) -> Result<Duration, String> {
@@ -572,6 +590,10 @@ struct RunSetup {
     quiet: bool,
     target_pid: Option<u32>,
     stop: StopControl,
+    /// Live metrics (`--metrics-addr`).
+    live: Option<Arc<crate::live::LiveMetrics>>,
+    /// `--generator-lag-limit`, ms.
+    lag_limit_ms: f64,
 }
 
 async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
@@ -659,6 +681,22 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         Err(_) => {}
     }
     let (stop, stop_rx) = StopControl::new();
+    let (live, server) = match args.metrics_addr {
+        Some(addr) => match crate::live::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().map_or(addr, |a| a);
+                eprintln!("planrun: live metrics on http://{bound}/metrics");
+                let live = Arc::new(crate::live::LiveMetrics::default());
+                let server = tokio::spawn(crate::live::serve(listener, live.clone()));
+                (Some(live), Some(server))
+            }
+            Err(e) => {
+                eprintln!("planrun: {e}");
+                return exit::CANNOT_RUN;
+            }
+        },
+        None => (None, None),
+    };
     let setup = RunSetup {
         outputs: report::Outputs {
             formats,
@@ -671,6 +709,8 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         quiet: args.quiet,
         target_pid: args.target_pid,
         stop: stop.clone(),
+        live,
+        lag_limit_ms: args.generator_lag_limit,
     };
 
     let ctrl_c = tokio::spawn(watch_signals(stop.clone(), args.quiet));
@@ -730,6 +770,21 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
             }
         }
     }
+    if let Some(server) = server {
+        if let Some(d) = args.metrics_linger.filter(|_| !*stop_rx.borrow()) {
+            eprintln!(
+                "planrun: serving the final metrics for {}",
+                crate::dist::format_duration(d)
+            );
+            let mut rx = stop_rx.clone();
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                _ = rx.wait_for(|s| *s) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        server.abort();
+    }
     code
 }
 
@@ -753,7 +808,10 @@ async fn run_once(
     stop_rx: watch::Receiver<bool>,
     suffix: &str,
 ) -> (u8, Option<ReportView>) {
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::with_live(setup.live.clone()));
+    if let Some(live) = &setup.live {
+        live.attach(&progress);
+    }
     let (done_tx, done_rx) = watch::channel(false);
     let ticker = (!setup.quiet).then(|| {
         tokio::spawn(progress_display(
@@ -856,6 +914,13 @@ async fn run_once(
     let results = thresholds::evaluate(&outcome.summary, &compiled.thresholds);
     let mut rep =
         report::RunReport::build(compiled, &outcome, results).with_resources(resources.as_ref());
+    rep.generator.judge(
+        setup.lag_limit_ms,
+        resources
+            .as_ref()
+            .map_or_else(|| report::RunEnvironment::current().cpus, |r| r.cpus.max(1)),
+        builtin,
+    );
     let cause = setup.stop.cause().filter(|_| rep.aborted);
     if let Some(c) = &cause {
         rep.stopped_by = Some(c.kind().to_string());

@@ -9,6 +9,8 @@ pub mod bench;
 pub mod cli;
 pub mod dist;
 pub mod engine;
+pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod protocol;

@@ -140,19 +140,58 @@ impl SharedHistograms {
         self.shards.len()
     }
 
-    /// Move everything recorded so far into `rec`.
+    /// The send lag recorded so far (all shards added), without taking it.
+    pub fn send_lag_snapshot(&self) -> Option<Histogram<u64>> {
+        let mut total: Option<Histogram<u64>> = None;
+        for shard in &self.shards {
+            let Ok(s) = shard.lock() else { continue };
+            if let Some(h) = &s.send_lag {
+                match &mut total {
+                    Some(t) => {
+                        let _ = t.add(h);
+                    }
+                    None => total = Some(h.clone()),
+                }
+            }
+        }
+        total
+    }
+
+    /// Move everything recorded so far into `rec` (generator-health entries into
+    /// `rec.health`).
     pub fn drain_into(&self, rec: &mut Recorder) {
         for shard in &self.shards {
             let Ok(mut s) = shard.lock() else { continue };
+            let mut histograms = std::mem::take(&mut s.histograms);
+            let mut health = crate::health::HealthRec::default();
+            if let Some(h) = histograms.remove(SPEECH_END_LAG_KEY) {
+                health.speech_end_lag = Some(h);
+            }
+            let actual: Vec<String> = histograms
+                .keys()
+                .filter(|k| k.starts_with(FROM_ACTUAL_PREFIX))
+                .cloned()
+                .collect();
+            for key in actual {
+                if let Some(h) = histograms.remove(&key) {
+                    let metric = key.trim_start_matches(FROM_ACTUAL_PREFIX).to_string();
+                    health.from_actual_end.insert(metric, h);
+                }
+            }
             let taken = Recorder {
-                histograms: std::mem::take(&mut s.histograms),
+                histograms,
                 send_lag: s.send_lag.take(),
+                health,
                 ..Recorder::default()
             };
             rec.merge(taken);
         }
     }
 }
+
+/// Keys under which generator-health histograms travel through the shared store.
+const SPEECH_END_LAG_KEY: &str = "\u{0}speech_end_lag";
+const FROM_ACTUAL_PREFIX: &str = "\u{0}actual:";
 
 fn record_into(histograms: &mut BTreeMap<String, Histogram<u64>>, metric: &str, us: u64) {
     // No allocation on the hot path: the key is only copied the first time.
@@ -180,6 +219,8 @@ pub struct Recorder {
     pub checks: BTreeMap<String, CheckCounts>,
     /// (`http_chunks`) chunk and call totals.
     pub http: HttpCounts,
+    /// The generator's own health (speech-end lag, latencies from the actual end of speech).
+    pub health: crate::health::HealthRec,
     /// Open model / ramping stages: scheduled starts, drops, late starts and start lag.
     pub arrivals: Option<ArrivalStats>,
 }
@@ -307,6 +348,22 @@ impl Recorder {
         record_into(&mut self.histograms, metric, us);
     }
 
+    /// How late the frame ending an utterance left (generator health).
+    pub fn record_speech_end_lag(&mut self, lag: Duration) {
+        if self.shared.is_some() {
+            return self.record(SPEECH_END_LAG_KEY, lag);
+        }
+        self.health.record_speech_end_lag(lag);
+    }
+
+    /// `metric` measured from the actual end of speech (generator health, out of thresholds).
+    pub fn record_from_actual_end(&mut self, metric: &str, value: Duration) {
+        if self.shared.is_some() {
+            return self.record(&format!("{FROM_ACTUAL_PREFIX}{metric}"), value);
+        }
+        self.health.record_from_actual_end(metric, value);
+    }
+
     pub fn record_send_lag(&mut self, lag: Duration) {
         let us = lag.as_micros().min(u128::from(u64::MAX)) as u64;
         if let Some((store, i)) = &self.shared
@@ -350,6 +407,7 @@ impl Recorder {
         }
         self.iterations.extend(other.iterations);
         self.http.add(&other.http);
+        self.health.merge(other.health);
         if let Some(a) = other.arrivals {
             self.arrivals.get_or_insert_with(Default::default).merge(a);
         }

@@ -32,6 +32,8 @@ pub struct Progress {
     /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
     /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
     recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
+    /// Fed once per finished iteration when `--metrics-addr` serves live metrics.
+    pub live: Option<Arc<crate::live::LiveMetrics>>,
 }
 
 /// How long a call in flight may take to wind down after the run is stopped (the session
@@ -49,6 +51,14 @@ async fn stopped_past_grace(mut stop: watch::Receiver<bool>) {
 pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
 
 impl Progress {
+    /// Progress that also feeds the live metrics endpoint.
+    pub fn with_live(live: Option<Arc<crate::live::LiveMetrics>>) -> Self {
+        Progress {
+            live,
+            ..Progress::default()
+        }
+    }
+
     fn set_main_metric(&self, name: &str) {
         if let Ok(mut r) = self.recent.lock() {
             r.0 = name.to_string();
@@ -282,6 +292,7 @@ pub async fn run_observed(
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
     let deadline = plan.load.duration.map(|d| run_start + d);
+    let monitor = crate::health::EventLoopMonitor::start(progress.live.clone());
     let shared = || open::Shared {
         plan: plan_arc.clone(),
         conn: conn.clone(),
@@ -300,7 +311,7 @@ pub async fn run_observed(
             &stop,
             run_start,
             started_at,
-            drained(total, &progress),
+            drained(total, &progress, monitor).await,
         )
         .await;
     }
@@ -314,7 +325,7 @@ pub async fn run_observed(
             &stop,
             run_start,
             started_at,
-            drained(total, &progress),
+            drained(total, &progress, monitor).await,
         )
         .await;
     }
@@ -356,14 +367,25 @@ pub async fn run_observed(
         &stop,
         run_start,
         started_at,
-        drained(total, &progress),
+        drained(total, &progress, monitor).await,
     )
     .await
 }
 
-/// `total` with the histograms the users recorded into the shared shards.
-fn drained(mut total: Recorder, progress: &Progress) -> Recorder {
+/// `total` with the histograms the users recorded into the shared shards and the event-loop
+/// delay the monitor measured.
+async fn drained(
+    mut total: Recorder,
+    progress: &Progress,
+    monitor: crate::health::EventLoopMonitor,
+) -> Recorder {
+    if let Some(live) = &progress.live
+        && let Some(lag) = progress.histograms.send_lag_snapshot()
+    {
+        live.add_send_lag(&lag);
+    }
     progress.histograms.drain_into(&mut total);
+    total.health.event_loop_delay = monitor.finish().await;
     total
 }
 
@@ -424,6 +446,7 @@ async fn user_loop(
     }
     progress.active_users.fetch_add(1, Ordering::Relaxed);
     let mut iteration: u64 = 0;
+    let mut live_feed = crate::live::UserFeed::default();
     loop {
         if *stop.borrow()
             || open::asked_to_leave(&leave)
@@ -521,6 +544,10 @@ async fn user_loop(
         };
         if let Some(tx) = &sink {
             let _ = tx.send(record.clone());
+        }
+        if let Some(live) = &progress.live {
+            // Send lag reaches the live view from the shared histograms, not per iteration.
+            live.iteration(&mut live_feed, &record, rec.send_lag.as_ref());
         }
         rec.iteration(record);
         iteration += 1;

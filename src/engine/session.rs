@@ -172,6 +172,11 @@ struct Session<'c, 'a> {
     marks: HashMap<String, Instant>,
     /// When the user's last utterance ended (scheduled), the default reference for latencies.
     anchor: Instant,
+    /// How late the end of speech at `anchor` actually left (None: the anchor is not a
+    /// scheduled end of speech); see `crate::health`.
+    anchor_lag: Option<Duration>,
+    /// The last real-time utterance's scheduled end of speech and how late it left.
+    speech_end_lag: Option<(Instant, Duration)>,
 
     user: UserSpeech,
     /// Client playout model: when the audio received so far finishes playing.
@@ -245,6 +250,8 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         closed_at: String::new(),
         marks: HashMap::new(),
         anchor: connected,
+        anchor_lag: None,
+        speech_end_lag: None,
 
         user: UserSpeech::default(),
         playout_end: None,
@@ -322,6 +329,16 @@ impl Session<'_, '_> {
         });
     }
 
+    /// Record `at - reference`; when the reference is a scheduled end of speech, also from
+    /// when that speech actually finished leaving (kept apart, out of thresholds).
+    fn record_since(&mut self, metric: &str, reference: Instant, at: Instant) {
+        self.record(metric, at.saturating_duration_since(reference), at);
+        if let Some(lag) = self.anchor_lag.filter(|_| reference == self.anchor) {
+            let actual = at.saturating_duration_since(reference + lag);
+            self.ctx.rec.record_from_actual_end(metric, actual);
+        }
+    }
+
     fn mark(&mut self, kind: &str, at: Instant, detail: String) {
         let at_us = self.run_us(at);
         self.trace.markers.push(Marker {
@@ -352,6 +369,10 @@ impl Session<'_, '_> {
     /// before it is not an answer to it.
     fn set_anchor(&mut self, at: Instant) {
         self.anchor = at;
+        self.anchor_lag = self
+            .speech_end_lag
+            .filter(|(e, _)| *e == at)
+            .map(|(_, l)| l);
 
         if self.user.end.is_none_or(|e| e > at) {
             self.user.end = Some(at);
@@ -675,6 +696,7 @@ impl Session<'_, '_> {
         let realtime = out.pacing == crate::plan::model::Pacing::Realtime;
         let idle = self.idle_next.take().is_some();
         let mut last_due = start;
+        let mut end_sent = false;
         for (i, samples) in out.clip.frames(out.frame).enumerate() {
             if realtime {
                 let due = start + out.frame * (i as u32 + 1);
@@ -688,6 +710,13 @@ impl Session<'_, '_> {
                 .audio(&samples)
                 .map_err(|e| encode_failure(step, e))?;
             self.send(step, msg).await?;
+            if realtime && !end_sent && last_due >= speech_end {
+                // The frame carrying the end of speech has left: how late against its schedule.
+                end_sent = true;
+                let lag = Instant::now().saturating_duration_since(last_due);
+                self.ctx.rec.record_speech_end_lag(lag);
+                self.speech_end_lag = Some((speech_end, lag));
+            }
         }
         if idle {
             self.idle_next =
@@ -1011,7 +1040,7 @@ impl Session<'_, '_> {
     ) {
         self.marks.insert(name.to_string(), at);
         if let Some(metric) = record {
-            self.record(metric, at.saturating_duration_since(reference), at);
+            self.record_since(metric, reference, at);
         }
         if let Some(json) = json {
             for c in capture {
@@ -1127,7 +1156,7 @@ impl Session<'_, '_> {
                         }
                         let latency = stop_at - reference;
                         if let Some(m) = record {
-                            self.record(m, latency, stop_at);
+                            self.record_since(m, reference, stop_at);
                         }
                         self.marks.insert("audio_stops".into(), stop_at);
                         self.mark("audio_stops", stop_at, String::new());
@@ -1197,7 +1226,7 @@ impl Session<'_, '_> {
                         }
                         let latency = at.saturating_duration_since(reference);
                         if let Some(m) = record {
-                            self.record(m, latency, at);
+                            self.record_since(m, reference, at);
                         }
                         self.marks.insert("audio_resumes".into(), at);
                         self.mark("audio_resumes", at, String::new());

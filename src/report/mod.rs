@@ -93,6 +93,21 @@ pub struct GeneratorHealth {
     pub cpu_max_pct: Option<f64>,
     /// Highest resident memory of the planrun process (MiB), when sampled.
     pub rss_max_mb: Option<f64>,
+    /// How late a 10 ms timer of planrun's runtime woke up (see `crate::health`).
+    pub event_loop_delay_p50_ms: Option<f64>,
+    pub event_loop_delay_p99_ms: Option<f64>,
+    pub event_loop_delay_max_ms: Option<f64>,
+    /// How late the frame carrying the end of each utterance left against its schedule.
+    pub speech_end_lag_p50_ms: Option<f64>,
+    pub speech_end_lag_p99_ms: Option<f64>,
+    pub speech_end_lag_max_ms: Option<f64>,
+    /// Latencies measured from the end of speech, taken again from its actual end (scheduled
+    /// end + speech-end lag), by metric. Never judged by thresholds.
+    pub from_actual_end: BTreeMap<String, crate::health::ActualEndStats>,
+    /// The limit the pacing lag and event-loop delay p99 were judged against (ms).
+    pub lag_limit_ms: Option<f64>,
+    /// Why planrun itself was the bottleneck of this run (empty: it was not).
+    pub warnings: Vec<String>,
 }
 
 /// Where the run happened.
@@ -329,12 +344,15 @@ impl RunReport {
             metric_order: order,
             thresholds,
             failures,
-            generator: GeneratorHealth {
-                send_lag_p50_ms: lag_ms(0.5),
-                send_lag_p99_ms: lag_ms(0.99),
-                send_lag_max_ms: lag.map(|h| h.max() as f64 / 1000.0),
-                cpu_max_pct: None,
-                rss_max_mb: None,
+            generator: {
+                let mut g = GeneratorHealth {
+                    send_lag_p50_ms: lag_ms(0.5),
+                    send_lag_p99_ms: lag_ms(0.99),
+                    send_lag_max_ms: lag.map(|h| h.max() as f64 / 1000.0),
+                    ..GeneratorHealth::default()
+                };
+                g.fill_health(&s.recorder.health);
+                g
             },
             environment: RunEnvironment::current(),
             histograms: s
@@ -924,6 +942,7 @@ pub fn console_summary_color(
         )?;
     }
     writeln!(w, "(milliseconds)")?;
+    crate::health::console_health(report, w, color)?;
     if !report.thresholds.is_empty() {
         writeln!(w)?;
         writeln!(w, "thresholds:")?;
