@@ -280,7 +280,8 @@ pub async fn run_observed(
     let deadline = plan.load.duration.map(|d| run_start + d);
     let users = plan.load.users;
     let mut tasks = tokio::task::JoinSet::new();
-    for user in 0..users {
+    // Global user indexes (a shard runs its part); seeds and ramp-up follow the global index.
+    for user in crate::shard::users_of(plan.load.shard, users) {
         let offset = if users > 1 {
             plan.load
                 .ramp_up

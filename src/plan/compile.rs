@@ -147,6 +147,8 @@ pub struct LoadSpec {
     pub ramp_up: Duration,
     pub think_time: Option<Dist>,
     pub seed: u64,
+    /// (`--shard i/n`, set by the caller) run only this shard of the users.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Clone)]
@@ -630,6 +632,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             ramp_up: load.ramp_up.map_or(Duration::ZERO, |d| d.0),
             think_time: load.think_time.as_ref().map(|j| j.0.clone()),
             seed: load.seed,
+            shard: None,
         },
         scenarios,
         thresholds: plan

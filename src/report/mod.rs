@@ -8,6 +8,7 @@ pub mod compare;
 pub mod hist;
 mod html;
 pub mod junit;
+pub mod merge;
 pub mod sweep;
 pub mod timeline;
 
@@ -159,6 +160,10 @@ pub struct RunReport {
     pub histograms: BTreeMap<String, String>,
     /// (`protocol: http_chunks`) chunk and call throughput; null for other protocols.
     pub http: Option<HttpThroughput>,
+    /// (`--shard i/n`) which shard this run was, with its exact totals for `planrun merge`.
+    pub shard: Option<crate::shard::ShardReport>,
+    /// (`planrun merge`) which shards this report was merged from.
+    pub merged: Option<merge::MergeInfo>,
 }
 
 /// Throughput of an `http_chunks` run.
@@ -234,6 +239,8 @@ pub struct RunInfo {
     /// The plan's thresholds (metric, expression), to judge a partial run.
     pub thresholds: Vec<(String, String)>,
     pub planrun_version: String,
+    /// (`--shard i/n`) which shard of the plan's users this run is.
+    pub shard: Option<crate::shard::ShardReport>,
 }
 
 impl RunInfo {
@@ -245,7 +252,8 @@ impl RunInfo {
             target: target.to_string(),
             protocol: plan.target.wire.protocol.name().to_string(),
             started_at: rfc3339(started),
-            users: plan.load.users,
+            // A shard's own users; `shard.total_users` holds the plan's.
+            users: crate::shard::users_of(plan.load.shard, plan.load.users).len() as u32,
             seed: plan.load.seed,
             metrics: plan.metrics.clone(),
             thresholds: plan
@@ -254,6 +262,10 @@ impl RunInfo {
                 .map(|t| (t.metric.clone(), t.expr.text.clone()))
                 .collect(),
             planrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            shard: plan
+                .load
+                .shard
+                .map(|s| crate::shard::ShardReport::planned(s, plan.load.users)),
         }
     }
 }
@@ -342,6 +354,11 @@ impl RunReport {
                 .collect(),
             http: (info.protocol == ProtocolKind::HttpChunks.name())
                 .then(|| HttpThroughput::from_counts(&s.recorder.http, s.elapsed)),
+            shard: info
+                .shard
+                .as_ref()
+                .map(|p| crate::shard::ShardReport::finished(p.shard(), p.total_users, s)),
+            merged: None,
         }
     }
 
