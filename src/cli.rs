@@ -884,7 +884,11 @@ async fn run_once(
         let _ = report::console_summary_color(&rep, &mut stdout, color);
     } else {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
-        let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
+        let shard = rep
+            .shard
+            .as_ref()
+            .map_or(String::new(), |s| format!(" (shard {})", s.shard()));
+        let _ = writeln!(stdout, "{verdict}: {}{shard}", rep.plan);
         if let Some(r) = &rep.stop_reason {
             let _ = writeln!(stdout, "  {r}");
         }

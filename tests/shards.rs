@@ -346,19 +346,25 @@ fn three_shards_merge_to_the_exact_totals_of_all_samples() {
             );
         }
     }
-    // Every recorded metric with samples has rows, except frame_jitter (one per audio chunk:
-    // histogram only); its merged histogram is the shards' added.
+    // Every metric's merged count is the shards' sum; every one with samples has rows,
+    // except frame_jitter (one per audio chunk: histogram only), whose merged histogram is
+    // the shards' added.
     for (name, v) in metrics {
-        if v["count"].as_u64().unwrap() == 0 {
+        let sum: u64 = shard_metrics
+            .iter()
+            .map(|s| s["metrics"][name]["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(v["count"].as_u64().unwrap(), sum, "{name}");
+        if sum == 0 {
             continue;
         }
         if name == "frame_jitter" {
-            let mut sum = Histogram::<u64>::new(3).unwrap();
+            let mut all = Histogram::<u64>::new(3).unwrap();
             for s in &shard_metrics {
-                sum.add(decode(s["histograms"][name].as_str().unwrap()))
+                all.add(decode(s["histograms"][name].as_str().unwrap()))
                     .unwrap();
             }
-            assert_eq!(reported(v), stats(&sum), "frame_jitter");
+            assert_eq!(reported(v), stats(&all), "frame_jitter");
         } else {
             assert!(
                 from_samples.contains_key(name),
@@ -366,6 +372,7 @@ fn three_shards_merge_to_the_exact_totals_of_all_samples() {
             );
         }
     }
+    assert!(metrics["frame_jitter"]["count"].as_u64().unwrap() > 0);
 
     // The merged timeline holds every shard's rows.
     let merged_rows = rows(&merged.join("timeline.csv"));
@@ -513,7 +520,9 @@ fn bad_shards_are_usage_errors() {
     let plan = plan(&dir, "bad", 2, 1, "  ttfa: p95 < 5s");
     let plan_s = plan.to_str().unwrap();
     let out = dir.join("out");
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (flags, environment, expected message)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--shard", "3/3"], &[], "out of range for 3 shard(s)"),
         (&["--shard", "0/0"], &[], "at least 1"),
         (&["--shard", "x/3"], &[], "is not a whole number"),

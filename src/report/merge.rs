@@ -286,11 +286,17 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
                 String::new()
             }
         });
+    // Shards against `builtin` each ran their own agent on its own port: say `builtin`.
+    let targets: BTreeSet<&str> = runs.iter().map(|r| r.files.view.target.as_str()).collect();
+    let target = match (targets.len(), &first.info) {
+        (1, _) | (_, None) => first.files.view.target.clone(),
+        (_, Some(i)) => i.target.clone(),
+    };
     let info = RunInfo {
         plan: first.plan().to_string(),
         description: first.files.view.description.clone(),
         plan_file: first.files.view.plan_file.clone(),
-        target: first.files.view.target.clone(),
+        target,
         protocol,
         started_at: earliest,
         users: first.shard.total_users,

@@ -837,9 +837,18 @@ pub fn console_summary_color(
     };
     let it = &report.iterations;
     writeln!(w)?;
+    let part = match (&report.shard, &report.merged) {
+        (Some(s), _) => format!(" (shard {} of {} users)", s.shard(), s.total_users),
+        (_, Some(m)) => format!(
+            " (merged from {} of {} shards)",
+            m.shards.len(),
+            m.shard_count
+        ),
+        _ => String::new(),
+    };
     writeln!(
         w,
-        "planrun {} — {} users against {} in {:.1}s",
+        "planrun {} — {} users{part} against {} in {:.1}s",
         report.plan, report.users, report.target, report.elapsed_s
     )?;
     let rate = report
