@@ -51,6 +51,8 @@ scenarios:
       - await: response_end
         record: response_time
         timeout: 5s
+      - check: no_audio
+        within: 100ms
   - name: hello
     weight: 1
     steps:
@@ -173,7 +175,7 @@ fn three_shards_merge_to_the_exact_totals_of_all_samples() {
         "sharded",
         users,
         iterations,
-        "  ttfa: [p95 < 5s, count >= 9, p99 < 5s over 1s]\n  success_rate: \"> 0.9\"",
+        "  ttfa: [p95 < 5s, count >= 9, p99 < 5s over 1s]\n  success_rate: \"> 0.9\"\n  checks: \"> 0.5\"",
     );
     let plan_s = plan.to_str().unwrap();
     let out = |name: &str| dir.join(name);
@@ -382,6 +384,21 @@ fn three_shards_merge_to_the_exact_totals_of_all_samples() {
     let th = m["thresholds"].as_array().unwrap();
     let count = th.iter().find(|t| t["expression"] == "count >= 9").unwrap();
     assert_eq!(count["observed"], 10.0);
+    // `checks` is judged on the shards' summed check counts.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for s in &shard_metrics {
+        for c in s["shard"]["checks"].as_object().unwrap().values() {
+            passed += c["passed"].as_u64().unwrap();
+            failed += c["failed"].as_u64().unwrap();
+        }
+    }
+    assert!(passed + failed > 0, "no checks ran");
+    let checks = th.iter().find(|t| t["metric"] == "checks").unwrap();
+    let rate = checks["observed"].as_f64().unwrap();
+    assert!(
+        (rate - passed as f64 / (passed + failed) as f64).abs() < 1e-12,
+        "{checks}"
+    );
     let windowed = th.iter().find(|t| t["window"].is_object()).unwrap();
     assert!(
         windowed["window"]["judged"].as_u64().unwrap() >= 1,
@@ -431,6 +448,39 @@ fn three_shards_merge_to_the_exact_totals_of_all_samples() {
     assert_eq!(p["iterations"]["total"].as_u64().unwrap(), expect_total);
     assert!(partial.join("timeline.csv").is_file());
     assert!(read(&partial.join("summary.md")).contains("missing shard(s) 1"));
+
+    // A shard killed before writing metrics.json/run.json is rebuilt from its streamed
+    // timeline.csv: its iterations still count, and the merged report is partial.
+    let killed = out("killed-2");
+    std::fs::create_dir_all(&killed).unwrap();
+    for f in ["run_info.json", "timeline.csv"] {
+        std::fs::copy(shard_dirs[2].join(f), killed.join(f)).unwrap();
+    }
+    let rebuilt = out("rebuilt");
+    let ok = run(
+        &[
+            "merge",
+            &s(0),
+            &s(1),
+            killed.to_str().unwrap(),
+            "--out",
+            rebuilt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(ok.status.code(), Some(1), "{}", text(&ok)); // a shard did not finish
+    let r = json(&rebuilt.join("metrics.json"));
+    assert_eq!(r["partial"], true);
+    assert!(
+        r["stop_reason"]
+            .as_str()
+            .unwrap()
+            .contains("rebuilt from their timeline.csv"),
+        "{}",
+        r["stop_reason"]
+    );
+    assert_eq!(r["iterations"]["total"], m["iterations"]["total"]);
+    assert_eq!(r["metrics"]["ttfa"]["count"], m["metrics"]["ttfa"]["count"]);
 
     // Refused merges (exit 2): the same shard twice, a folder that is not a shard.
     let twice = run(
@@ -590,4 +640,58 @@ fn kubernetes_manifest_is_an_indexed_job() {
     let mc = serde_json::to_string(&merge["spec"]["template"]["spec"]["containers"][0]).unwrap();
     assert!(mc.contains("planrun merge"), "{mc}");
     assert!(root.join("README.md").is_file());
+
+    // The pods' shell commands, run locally with the manifest's environment (paths mapped to
+    // a temp folder): each shard fails its own `count >= 3` yet the pod succeeds, and the
+    // merge job's command merges the shard folders and passes.
+    let dir = temp_dir("shards-k8s");
+    let plan = plan(&dir, "k8s", 3, 1, "  ttfa: count >= 3");
+    let results = dir.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let local = |cmd: &str| {
+        cmd.replace("/plan/plan.yaml", plan.to_str().unwrap())
+            .replace("/results", results.to_str().unwrap())
+            .replace("planrun ", &format!("{BIN} "))
+    };
+    let shard_cmd = local(c["args"][0].as_str().unwrap());
+    let outputs: Vec<Output> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let cmd = shard_cmd.clone();
+                sc.spawn(move || {
+                    Command::new("/bin/sh")
+                        .args(["-c", &cmd])
+                        .env("JOB_COMPLETION_INDEX", i.to_string())
+                        .env("PLANRUN_SHARDS", n.to_string())
+                        .output()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, o) in outputs.iter().enumerate() {
+        assert_eq!(o.status.code(), Some(0), "pod {i}: {}", text(o));
+        let m = json(&results.join(format!("shard-{i}/metrics.json")));
+        assert_eq!(m["passed"], false, "shard {i} alone fails count >= 3");
+        assert_eq!(m["shard"]["index"], i as u64);
+    }
+    let merge_cmd = local(
+        merge["spec"]["template"]["spec"]["containers"][0]["args"][0]
+            .as_str()
+            .unwrap(),
+    );
+    let o = Command::new("/bin/sh")
+        .args(["-c", &merge_cmd])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = json(&results.join("merged/metrics.json"));
+    assert_eq!(m["passed"], true);
+    assert_eq!(m["metrics"]["ttfa"]["count"], 3);
+    assert_eq!(
+        m["merged"]["shards"],
+        serde_json::json!((0..n).collect::<Vec<_>>())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
