@@ -116,6 +116,25 @@ pub enum Command {
         #[command(flatten)]
         gate: GateArgs,
     },
+    /// Merge the result folders of a sharded run (`--shard i/n`) into one report with exact
+    /// percentiles; exits like a run (0 passed, 1 a threshold failed).
+    Merge {
+        /// The shards' report folders.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged report (default: `<plan name>-merged` beside the first
+        /// shard folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Print only the verdict and the report folder.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Write into the output folder even when it already holds files.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Re-render a finished run's reports from its metrics.json and run.json.
     Report {
         /// The run folder.
@@ -254,6 +273,11 @@ pub struct RunArgs {
     /// flagged because planrun itself was the bottleneck.
     #[arg(long, value_name = "MS", default_value_t = crate::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
     pub generator_lag_limit: f64,
+    /// Run only shard INDEX (0-based) of COUNT: global users INDEX, INDEX+COUNT, … (default
+    /// in a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of PLANRUN_SHARDS). Merge the shards'
+    /// folders with `planrun merge`.
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 fn parse_lag_limit(s: &str) -> Result<f64, String> {
@@ -261,6 +285,10 @@ fn parse_lag_limit(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` must be a positive number of milliseconds")),
     }
+}
+
+fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
+    s.parse()
 }
 
 fn parse_max_duration(s: &str) -> Result<Duration, String> {
@@ -534,6 +562,13 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 exit::CANNOT_RUN
             }
         },
+        Some(Command::Merge {
+            dirs,
+            out,
+            output,
+            quiet,
+            overwrite,
+        }) => merge_shards(&dirs, out, &output, quiet, overwrite),
         Some(Command::Agent(args)) => match agent::serve_forever(&args.listen, args.config()).await
         {
             Ok(()) => exit::PASSED,
@@ -623,6 +658,43 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
     };
     if let Some(s) = args.seed {
         compiled.load.seed = s;
+    }
+    compiled.load.shard = match crate::shard::resolve(args.shard, |k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("planrun: {e}");
+            return exit::INVALID;
+        }
+    };
+    if let Some(s) = compiled.load.shard {
+        if compiled.load.stages.is_some() {
+            eprintln!(
+                "planrun: --shard {s} with ramping `stages` is not supported yet: shard a fixed \
+                 user count or an arrival rate"
+            );
+            return exit::INVALID;
+        }
+        if counts.len() > 1 {
+            eprintln!(
+                "planrun: --shard {s} with a sweep of user counts: shard one count (--users N)"
+            );
+            return exit::INVALID;
+        }
+        let mine = s.users(counts[0]).len();
+        if !args.quiet {
+            eprintln!(
+                "planrun: shard {s}: {mine} of {} user(s) (global indexes {}, {}, …)",
+                counts[0],
+                s.index,
+                s.index + s.count
+            );
+        }
+        if mine == 0 {
+            eprintln!(
+                "planrun: warning: shard {s} has no users (the plan has {}): it records nothing",
+                counts[0]
+            );
+        }
     }
 
     // Templates: the plan's (relative to its folder), then --template (relative to the cwd).
@@ -816,10 +888,9 @@ async fn run_once(
     let ticker = (!setup.quiet).then(|| {
         tokio::spawn(progress_display(
             progress.clone(),
-            compiled
-                .load
-                .iterations
-                .map(|n| n * u64::from(compiled.load.users)),
+            compiled.load.iterations.map(|n| {
+                n * crate::shard::users_of(compiled.load.shard, compiled.load.users).len() as u64
+            }),
             compiled.load.duration,
             done_rx,
         ))
@@ -942,7 +1013,11 @@ async fn run_once(
         let _ = report::console_summary_color(&rep, &mut stdout, color);
     } else {
         let verdict = if rep.passed { "PASSED" } else { "FAILED" };
-        let _ = writeln!(stdout, "{verdict}: {}", rep.plan);
+        let shard = rep
+            .shard
+            .as_ref()
+            .map_or(String::new(), |s| format!(" (shard {})", s.shard()));
+        let _ = writeln!(stdout, "{verdict}: {}{shard}", rep.plan);
         if let Some(r) = &rep.stop_reason {
             let _ = writeln!(stdout, "  {r}");
         }
@@ -1177,6 +1252,89 @@ async fn progress_display(
                 _ = tick.tick() => eprintln!("  {}", line(start.elapsed())),
                 r = done.wait_for(|d| *d) => { let _ = r; break; }
             }
+        }
+    }
+}
+
+/// `planrun merge DIR...`: one report from a sharded run's folders.
+fn merge_shards(
+    dirs: &[PathBuf],
+    out: Option<PathBuf>,
+    args: &OutputArgs,
+    quiet: bool,
+    overwrite: bool,
+) -> u8 {
+    let merged = match report::merge::merge(dirs) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("planrun merge: {e}");
+            return exit::INVALID;
+        }
+    };
+    for w in &merged.warnings {
+        eprintln!("planrun merge: warning: {w}");
+    }
+    let templates = match report::load_templates(&args.templates) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("planrun merge: {e}");
+            return exit::INVALID;
+        }
+    };
+    let formats = if args.format.is_empty() {
+        ReportFormat::ALL.to_vec()
+    } else {
+        args.format.clone()
+    };
+    let rep = &merged.files.view;
+    let wanted = out.unwrap_or_else(|| {
+        let safe: String = rep
+            .plan
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let parent = dirs
+            .first()
+            .and_then(|d| d.parent())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        parent.join(format!("{safe}-merged"))
+    });
+    let out = fresh_out_dir(&wanted, overwrite);
+    let outputs = report::Outputs {
+        formats,
+        templates,
+        write_data: true,
+    };
+    let written = report::merge::write(&merged.files, &outputs, &out);
+    let mut stdout = std::io::stdout().lock();
+    if quiet {
+        let verdict = if rep.passed { "PASSED" } else { "FAILED" };
+        let _ = writeln!(stdout, "{verdict}: {} (merged)", rep.plan);
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let _ = report::console_summary_color(rep, &mut stdout, color);
+    }
+    match written {
+        Ok(_) => {
+            let _ = writeln!(stdout, "report: {}", out.display());
+            let _ = stdout.flush();
+            if rep.passed {
+                exit::PASSED
+            } else {
+                exit::THRESHOLD_FAILED
+            }
+        }
+        Err(e) => {
+            let _ = stdout.flush();
+            eprintln!("planrun merge: {e}");
+            exit::CANNOT_RUN
         }
     }
 }

@@ -17,4 +17,5 @@ pub mod protocol;
 pub mod redact;
 pub mod report;
 pub mod resources;
+pub mod shard;
 pub mod thresholds;

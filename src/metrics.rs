@@ -99,6 +99,13 @@ pub struct IterationRecord {
     pub samples: Vec<Sample>,
 }
 
+/// A measurement in milliseconds as the histograms hold it: whole microseconds (truncated, like
+/// [`Recorder::record`]), so a timeline sample (`record:METRIC`, written with 3 decimals) is
+/// exactly the value in the histogram and percentiles rebuilt from samples match.
+pub fn sample_ms(value: Duration) -> f64 {
+    value.as_micros().min(u128::from(u64::MAX)) as f64 / 1000.0
+}
+
 fn new_histogram() -> Histogram<u64> {
     // Auto-resizing, 3 significant figures (values in µs).
     Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
@@ -297,7 +304,8 @@ impl ArrivalStats {
 }
 
 /// Totals of `http_chunks` calls, summed exactly across users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct HttpCounts {
     /// Calls (iterations) that ran, failed ones included.
     pub calls: u64,
@@ -322,7 +330,8 @@ impl HttpCounts {
 }
 
 /// Passed/failed counts of one `check`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CheckCounts {
     pub passed: u64,
     pub failed: u64,

@@ -269,7 +269,7 @@ impl Call<'_, '_> {
         self.trace.samples.push(Sample {
             metric: metric.to_string(),
             at_us,
-            value_ms: value.as_secs_f64() * 1000.0,
+            value_ms: crate::metrics::sample_ms(value),
         });
     }
 

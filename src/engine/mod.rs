@@ -302,7 +302,12 @@ pub async fn run_observed(
         sink: sink.clone(),
     };
     if let Some(spec) = &plan.load.arrivals {
-        let total = open::run_arrivals(spec, shared()).await;
+        // A shard takes every n-th arrival of the whole schedule (and its share of max_users).
+        let spec = match plan.load.shard {
+            Some(s) => spec.for_shard(s.index, s.count),
+            None => spec.clone(),
+        };
+        let total = open::run_arrivals(&spec, shared()).await;
         drop(sink);
         return finish(
             plan,
@@ -331,7 +336,8 @@ pub async fn run_observed(
     }
     let users = plan.load.users;
     let mut tasks = tokio::task::JoinSet::new();
-    for user in 0..users {
+    // Global user indexes (a shard runs its part); seeds and ramp-up follow the global index.
+    for user in crate::shard::users_of(plan.load.shard, users) {
         let offset = if users > 1 {
             plan.load
                 .ramp_up

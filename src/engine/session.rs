@@ -325,7 +325,7 @@ impl Session<'_, '_> {
         self.trace.samples.push(Sample {
             metric: metric.to_string(),
             at_us,
-            value_ms: value.as_secs_f64() * 1000.0,
+            value_ms: crate::metrics::sample_ms(value),
         });
     }
 

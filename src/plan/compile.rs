@@ -152,6 +152,8 @@ pub struct LoadSpec {
     /// Closed model with ramping `stages`: the target user count's pieces; `users` is then
     /// the peak.
     pub stages: Option<Vec<crate::engine::schedule::Segment>>,
+    /// (`--shard i/n`, set by the caller) run only this shard of the users.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Clone)]
@@ -707,6 +709,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             seed: load.seed,
             arrivals,
             stages,
+            shard: None,
         },
         scenarios,
         thresholds: plan

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod hist;
 mod html;
 pub mod junit;
+pub mod merge;
 pub mod sweep;
 pub mod timeline;
 
@@ -178,6 +179,10 @@ pub struct RunReport {
     /// (`arrival_rate` or `stages`) the scheduler's account: scheduled, started, dropped
     /// arrivals, late starts, start lag; null for a fixed user count.
     pub arrivals: Option<arrivals::ArrivalReport>,
+    /// (`--shard i/n`) which shard this run was, with its exact totals for `planrun merge`.
+    pub shard: Option<crate::shard::ShardReport>,
+    /// (`planrun merge`) which shards this report was merged from.
+    pub merged: Option<merge::MergeInfo>,
 }
 
 /// Throughput of an `http_chunks` run.
@@ -253,6 +258,8 @@ pub struct RunInfo {
     /// The plan's thresholds (metric, expression), to judge a partial run.
     pub thresholds: Vec<(String, String)>,
     pub planrun_version: String,
+    /// (`--shard i/n`) which shard of the plan's users this run is.
+    pub shard: Option<crate::shard::ShardReport>,
 }
 
 impl RunInfo {
@@ -264,7 +271,8 @@ impl RunInfo {
             target: target.to_string(),
             protocol: plan.target.wire.protocol.name().to_string(),
             started_at: rfc3339(started),
-            users: plan.load.users,
+            // A shard's own users; `shard.total_users` holds the plan's.
+            users: crate::shard::users_of(plan.load.shard, plan.load.users).len() as u32,
             seed: plan.load.seed,
             metrics: plan.metrics.clone(),
             thresholds: plan
@@ -273,6 +281,10 @@ impl RunInfo {
                 .map(|t| (t.metric.clone(), t.expr.text.clone()))
                 .collect(),
             planrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            shard: plan
+                .load
+                .shard
+                .map(|s| crate::shard::ShardReport::planned(s, plan.load.users)),
         }
     }
 }
@@ -369,6 +381,11 @@ impl RunReport {
                 .arrivals
                 .as_ref()
                 .map(arrivals::ArrivalReport::from),
+            shard: info
+                .shard
+                .as_ref()
+                .map(|p| crate::shard::ShardReport::finished(p.shard(), p.total_users, s)),
+            merged: None,
         }
     }
 
@@ -856,9 +873,18 @@ pub fn console_summary_color(
     };
     let it = &report.iterations;
     writeln!(w)?;
+    let part = match (&report.shard, &report.merged) {
+        (Some(s), _) => format!(" (shard {} of {} users)", s.shard(), s.total_users),
+        (_, Some(m)) => format!(
+            " (merged from {} of {} shards)",
+            m.shards.len(),
+            m.shard_count
+        ),
+        _ => String::new(),
+    };
     writeln!(
         w,
-        "planrun {} — {} users against {} in {:.1}s",
+        "planrun {} — {} users{part} against {} in {:.1}s",
         report.plan, report.users, report.target, report.elapsed_s
     )?;
     let rate = report
