@@ -103,6 +103,7 @@ done
 echo "== planrun vs Locust: users $USERS, ramp ${RAMP_S}s + ${DUR_S}s per step, agent delay ${DELAY_MS}ms, replies $REPLY"
 echo "== $(nproc) cores, $PINNING; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== $("$PLANRUN" --version 2>/dev/null || echo planrun), locust $LOCUST_VERSION, websocket-client $WEBSOCKET_CLIENT_VERSION, $("$VENV/bin/python" --version)"
+echo "== binary $PLANRUN built $(date -u -r "$PLANRUN" +%Y-%m-%dT%H:%M:%SZ), tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== results in $OUTDIR"
 
 # Per-core jiffies (busy total) from /proc/stat, to show how busy each core was during a run,
