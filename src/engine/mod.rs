@@ -291,7 +291,6 @@ pub async fn run_observed(
     progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
-    let deadline = plan.load.duration.map(|d| run_start + d);
     let monitor = crate::health::EventLoopMonitor::start(progress.live.clone());
     let shared = || open::Shared {
         plan: plan_arc.clone(),
@@ -301,40 +300,27 @@ pub async fn run_observed(
         progress: progress.clone(),
         sink: sink.clone(),
     };
-    if let Some(spec) = &plan.load.arrivals {
+    let total = if let Some(spec) = &plan.load.arrivals {
         // A shard takes every n-th arrival of the whole schedule (and its share of max_users).
         let spec = match plan.load.shard {
             Some(s) => spec.for_shard(s.index, s.count),
             None => spec.clone(),
         };
-        let total = open::run_arrivals(&spec, shared()).await;
-        drop(sink);
-        return finish(
-            plan,
-            agent,
-            &conn,
-            &stop,
-            run_start,
-            started_at,
-            drained(total, &progress, monitor).await,
-        )
-        .await;
-    }
-    if let Some(stages) = &plan.load.stages {
-        let total = open::run_stages(stages, shared()).await;
-        drop(sink);
-        return finish(
-            plan,
-            agent,
-            &conn,
-            &stop,
-            run_start,
-            started_at,
-            drained(total, &progress, monitor).await,
-        )
-        .await;
-    }
+        open::run_arrivals(&spec, shared()).await
+    } else if let Some(stages) = &plan.load.stages {
+        open::run_stages(stages, shared()).await
+    } else {
+        run_closed(plan, &shared()).await
+    };
+    drop(sink);
+    let total = drained(total, &progress, monitor).await;
+    finish(plan, agent, &conn, &stop, run_start, started_at, total).await
+}
+
+/// The closed model: a fixed set of users, each looping over calls.
+async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
     let users = plan.load.users;
+    let deadline = plan.load.duration.map(|d| sh.run_start + d);
     let mut tasks = tokio::task::JoinSet::new();
     // Global user indexes (a shard runs its part); seeds and ramp-up follow the global index.
     for user in crate::shard::users_of(plan.load.shard, users) {
@@ -347,18 +333,17 @@ pub async fn run_observed(
         };
         tasks.spawn(user_loop(
             user,
-            plan_arc.clone(),
-            conn.clone(),
-            run_start,
-            run_start + offset,
+            sh.plan.clone(),
+            sh.conn.clone(),
+            sh.run_start,
+            sh.run_start + offset,
             deadline,
-            stop.clone(),
-            progress.clone(),
-            sink.clone(),
+            sh.stop.clone(),
+            sh.progress.clone(),
+            sh.sink.clone(),
             None,
         ));
     }
-    drop(sink);
     let mut total = Recorder::default();
     while let Some(res) = tasks.join_next().await {
         // A panicking user loses its own results only; the run goes on.
@@ -366,16 +351,7 @@ pub async fn run_observed(
             total.merge(rec);
         }
     }
-    finish(
-        plan,
-        agent,
-        &conn,
-        &stop,
-        run_start,
-        started_at,
-        drained(total, &progress, monitor).await,
-    )
-    .await
+    total
 }
 
 /// `total` with the histograms the users recorded into the shared shards and the event-loop
