@@ -579,3 +579,73 @@ async fn an_https_target_that_does_not_speak_tls_is_a_connect_error() {
         "{f:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_headers_and_query_reach_an_http_target() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/score", listener.local_addr().unwrap());
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 8192];
+                loop {
+                    let Ok(k) = s.read(&mut tmp).await else {
+                        return;
+                    };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..k]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_string();
+                        let len: usize = head
+                            .to_ascii_lowercase()
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() >= end + 4 + len {
+                            seen.lock().unwrap().push(head);
+                            break;
+                        }
+                    }
+                }
+                let body = "{\"score\": 1}";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let text = plan_text(
+        &url,
+        "    chunk: 500ms\n    format: pcm16\n    capture: {score: /score}",
+        "    seed: 1",
+        "  users: 1\n  iterations: 1",
+        "      - send_audio: {tone: 1s, pacing: burst}",
+    )
+    .replace(
+        "  protocol: http_chunks\n",
+        "  protocol: http_chunks\n  headers: {X-Api-Key: k123}\n  query: {tenant: acme}\n",
+    );
+    let (_, outcome) = run_plan(&text).await;
+    assert_eq!(outcome.summary.iterations().failed, 0);
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in heads {
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            lower.starts_with("post /score?tenant=acme http/1.1"),
+            "{head}"
+        );
+        assert!(lower.contains("x-api-key: k123"), "{head}");
+    }
+}

@@ -82,20 +82,29 @@ fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
 }
 
 /// Open a connection and do the HTTP/1.1 handshake.
-async fn open(ep: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn open(
+    ep: &Endpoint,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<SendRequest<Full<Bytes>>, String> {
     let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", ep.authority))?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = if ep.https {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // The plan's `tls` settings (extra CA, insecure) when given, else the web PKI roots.
+        let mut config = match tls {
+            Some(c) => (**c).clone(),
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS setup: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth()
+            }
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
             .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", ep.host))?;
@@ -328,7 +337,7 @@ impl Call<'_, '_> {
         };
         let mut stop = self.ctx.stop.clone();
         let sender = tokio::select! {
-            r = tokio::time::timeout(self.ctx.connect_timeout, open(ep)) => match r {
+            r = tokio::time::timeout(self.ctx.connect_timeout, open(ep, self.ctx.conn.tls.as_ref())) => match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(failure(e)),
                 Err(_) => return Err(failure(format!(
@@ -394,12 +403,17 @@ impl Call<'_, '_> {
         self.sent += 1;
         let n = self.sent;
         let (content_type, body) = chunk_body(self.http, samples, rate, &self.boundary);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(self.http.method.as_str())
             .uri(ep.path.as_str())
             .header(HOST, ep.authority.as_str())
             .header(CONTENT_TYPE, content_type)
-            .header("x-planrun-chunk", n)
+            .header("x-planrun-chunk", n);
+        // The plan's `headers` (e.g. an API key from `{{ env.NAME }}`).
+        for (k, v) in &self.ctx.conn.headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| fail(FailureClass::SendError, step, format!("chunk {n}: {e}")))?;
         let Some(sender) = self.sender.as_mut() else {
