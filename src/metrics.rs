@@ -642,3 +642,53 @@ mod tests {
         assert!(s.stats("nothing").is_none());
     }
 }
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn shared_shards_give_the_same_histograms_as_local_recording() {
+        let store = Arc::new(SharedHistograms::new(4));
+        let mut local = Recorder::default();
+        let mut users: Vec<Recorder> = (0..8)
+            .map(|u| Recorder {
+                shared: Some((store.clone(), u % store.shards())),
+                ..Recorder::default()
+            })
+            .collect();
+        for (u, rec) in users.iter_mut().enumerate() {
+            for i in 0..50u64 {
+                let d = Duration::from_micros(1000 + 37 * i + u as u64);
+                rec.record("ttfa", d);
+                local.record("ttfa", d);
+                rec.record_send_lag(d / 10);
+                local.record_send_lag(d / 10);
+                rec.record_speech_end_lag(d / 20);
+                local.record_speech_end_lag(d / 20);
+                rec.record_from_actual_end("ttfa", d / 2);
+                local.record_from_actual_end("ttfa", d / 2);
+            }
+            // Users keep no histograms of their own.
+            assert!(rec.histograms.is_empty() && rec.send_lag.is_none());
+        }
+        let mut total = Recorder::default();
+        for rec in users {
+            total.merge(rec);
+        }
+        store.drain_into(&mut total);
+        assert_eq!(total.histograms.keys().collect::<Vec<_>>(), ["ttfa"]);
+        assert_eq!(total.histograms["ttfa"], local.histograms["ttfa"]);
+        assert_eq!(total.send_lag, local.send_lag);
+        assert_eq!(total.health.speech_end_lag, local.health.speech_end_lag);
+        assert_eq!(
+            total.health.from_actual_end["ttfa"],
+            local.health.from_actual_end["ttfa"]
+        );
+        // Drained: a second drain adds nothing.
+        let mut again = Recorder::default();
+        store.drain_into(&mut again);
+        assert!(again.histograms.is_empty() && again.send_lag.is_none());
+    }
+}

@@ -1043,3 +1043,35 @@ pub fn console_summary_color(
 fn ser<S: Serialize>(x: S) -> Value {
     Value::from(minijinja::value::Serde(x))
 }
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    fn f(user: u32, class: &str, message: &str) -> FailureSample {
+        FailureSample {
+            user,
+            iteration: 0,
+            scenario: "s".into(),
+            class: class.into(),
+            step: String::new(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn every_distinct_failure_kind_is_sampled_first_in_run_order() {
+        let mut all: Vec<FailureSample> = (0..30).map(|u| f(u, "timeout", "slow")).collect();
+        all.push(f(30, "connect_error", "too many open files"));
+        let picked = diverse_sample(all, 5);
+        assert_eq!(picked.len(), 5);
+        assert!(picked.iter().any(|p| p.message == "too many open files"));
+        let users: Vec<u32> = picked.iter().map(|p| p.user).collect();
+        assert_eq!(
+            users,
+            [0, 1, 2, 3, 30],
+            "distinct kinds first, then run order"
+        );
+        assert_eq!(diverse_sample(vec![f(0, "a", "b")], 5).len(), 1);
+    }
+}
