@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
-use crate::dist::format_duration;
+use crate::distribution::format_duration;
 use crate::engine::{self, Progress};
 use crate::plan;
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::dist::Dist;
+use crate::distribution::Dist;
 use crate::engine::{self, Progress};
+use crate::judge::thresholds;
 use crate::plan::compile::{CompiledPlan, TargetUrl};
 use crate::plan::model::ReportFormat;
 use crate::report::{ReportView, RunFiles};
 use crate::resources::Sampler;
-use crate::{agent, plan, report, thresholds};
+use crate::{agent, plan, report};
 
 /// Exit codes.
 pub mod exit {
@@ -292,7 +293,7 @@ fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
 }
 
 fn parse_max_duration(s: &str) -> Result<Duration, String> {
-    match crate::dist::parse_duration(s) {
+    match crate::distribution::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be longer than zero".into()),
         Err(e) => Err(e.to_string()),
@@ -322,7 +323,7 @@ impl StopCause {
             StopCause::Signal(name, _) => format!("stopped by {name}"),
             StopCause::MaxDuration(d) => format!(
                 "capped at {} by --max-duration",
-                crate::dist::format_duration(*d)
+                crate::distribution::format_duration(*d)
             ),
             StopCause::Threshold(t) => format!("aborted by threshold {t}"),
         }
@@ -462,19 +463,19 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
     pub users: Vec<u32>,
     /// Length of each step after its ramp.
-    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "20s")]
+    #[arg(long, value_parser = crate::distribution::parse_duration, default_value = "20s")]
     pub duration: std::time::Duration,
     /// Users start evenly over this.
-    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = crate::distribution::parse_duration, default_value = "10s")]
     pub ramp: std::time::Duration,
     /// The agent's fixed delay from end of speech to first audio (the true TTFA).
-    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "200ms")]
+    #[arg(long, value_parser = crate::distribution::parse_duration, default_value = "200ms")]
     pub delay: std::time::Duration,
     /// Length of each reply.
-    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = crate::distribution::parse_duration, default_value = "2s")]
     pub reply: std::time::Duration,
     /// Length of each utterance.
-    #[arg(long, value_parser = crate::dist::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = crate::distribution::parse_duration, default_value = "1s")]
     pub utterance: std::time::Duration,
     /// Pin the agent process to these cores (`taskset -c LIST`), e.g. `1`.
     #[arg(long, value_name = "LIST")]
@@ -793,7 +794,7 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
             if stop.stop(StopCause::MaxDuration(d)) {
                 eprintln!(
                     "\nplanrun: --max-duration {} reached; stopping and writing the report…",
-                    crate::dist::format_duration(d)
+                    crate::distribution::format_duration(d)
                 );
             }
         })
@@ -846,7 +847,7 @@ async fn run_plan(path: PathBuf, args: RunArgs) -> u8 {
         if let Some(d) = args.metrics_linger.filter(|_| !*stop_rx.borrow()) {
             eprintln!(
                 "planrun: serving the final metrics for {}",
-                crate::dist::format_duration(d)
+                crate::distribution::format_duration(d)
             );
             let mut rx = stop_rx.clone();
             tokio::select! {
@@ -1288,17 +1289,7 @@ fn merge_shards(
     };
     let rep = &merged.files.view;
     let wanted = out.unwrap_or_else(|| {
-        let safe: String = rep
-            .plan
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = crate::slug::slug(&rep.plan);
         let parent = dirs
             .first()
             .and_then(|d| d.parent())

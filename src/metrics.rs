@@ -111,47 +111,47 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
 }
 
-/// Histograms shared by many users, in a few independently locked shards.
+/// Histograms shared by many users, in a few independently locked stripes.
 ///
 /// An HDR histogram with 3 significant figures holds thousands of counters (tens of KB); one
-/// set per user would cost far more memory than the user itself. Users record into the shard
-/// of their index instead; the run merges the shards at the end (exactly: histogram addition).
+/// set per user would cost far more memory than the user itself. Users record into the stripe
+/// of their index instead; the run merges the stripes at the end (exactly: histogram addition).
 #[derive(Debug)]
 pub struct SharedHistograms {
-    shards: Vec<std::sync::Mutex<Shard>>,
+    stripes: Vec<std::sync::Mutex<Stripe>>,
 }
 
 impl Default for SharedHistograms {
     fn default() -> Self {
-        // Enough shards that two users rarely wait on each other's lock.
+        // Enough stripes that two users rarely wait on each other's lock.
         SharedHistograms::new(32)
     }
 }
 
 #[derive(Debug, Default)]
-struct Shard {
+struct Stripe {
     histograms: BTreeMap<String, Histogram<u64>>,
     send_lag: Option<Histogram<u64>>,
 }
 
 impl SharedHistograms {
-    pub fn new(shards: usize) -> Self {
+    pub fn new(stripes: usize) -> Self {
         SharedHistograms {
-            shards: (0..shards.max(1))
-                .map(|_| std::sync::Mutex::new(Shard::default()))
+            stripes: (0..stripes.max(1))
+                .map(|_| std::sync::Mutex::new(Stripe::default()))
                 .collect(),
         }
     }
 
-    pub fn shards(&self) -> usize {
-        self.shards.len()
+    pub fn stripes(&self) -> usize {
+        self.stripes.len()
     }
 
-    /// The send lag recorded so far (all shards added), without taking it.
+    /// The send lag recorded so far (all stripes added), without taking it.
     pub fn send_lag_snapshot(&self) -> Option<Histogram<u64>> {
         let mut total: Option<Histogram<u64>> = None;
-        for shard in &self.shards {
-            let Ok(s) = shard.lock() else { continue };
+        for stripe in &self.stripes {
+            let Ok(s) = stripe.lock() else { continue };
             if let Some(h) = &s.send_lag {
                 match &mut total {
                     Some(t) => {
@@ -167,8 +167,8 @@ impl SharedHistograms {
     /// Move everything recorded so far into `rec` (generator-health entries into
     /// `rec.health`).
     pub fn drain_into(&self, rec: &mut Recorder) {
-        for shard in &self.shards {
-            let Ok(mut s) = shard.lock() else { continue };
+        for stripe in &self.stripes {
+            let Ok(mut s) = stripe.lock() else { continue };
             let mut histograms = std::mem::take(&mut s.histograms);
             let mut health = crate::health::HealthRec::default();
             if let Some(h) = histograms.remove(SPEECH_END_LAG_KEY) {
@@ -216,7 +216,7 @@ fn record_into(histograms: &mut BTreeMap<String, Histogram<u64>>, metric: &str, 
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     /// Where histogram values go instead of this recorder's own maps (the shared store and
-    /// this user's shard), when the engine set one.
+    /// this user's stripe), when the engine set one.
     pub shared: Option<(std::sync::Arc<SharedHistograms>, usize)>,
     pub histograms: BTreeMap<String, Histogram<u64>>,
     /// Lateness of each outgoing audio frame against its absolute schedule.
@@ -350,9 +350,9 @@ impl Recorder {
     pub fn record(&mut self, metric: &str, value: Duration) {
         let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
         if let Some((store, i)) = &self.shared
-            && let Some(Ok(mut shard)) = store.shards.get(*i).map(|s| s.lock())
+            && let Some(Ok(mut stripe)) = store.stripes.get(*i).map(|s| s.lock())
         {
-            return record_into(&mut shard.histograms, metric, us);
+            return record_into(&mut stripe.histograms, metric, us);
         }
         record_into(&mut self.histograms, metric, us);
     }
@@ -376,9 +376,9 @@ impl Recorder {
     pub fn record_send_lag(&mut self, lag: Duration) {
         let us = lag.as_micros().min(u128::from(u64::MAX)) as u64;
         if let Some((store, i)) = &self.shared
-            && let Some(Ok(mut shard)) = store.shards.get(*i).map(|s| s.lock())
+            && let Some(Ok(mut stripe)) = store.stripes.get(*i).map(|s| s.lock())
         {
-            let _ = shard
+            let _ = stripe
                 .send_lag
                 .get_or_insert_with(new_histogram)
                 .record(us.max(1));
@@ -649,12 +649,12 @@ mod shared_tests {
     use std::sync::Arc;
 
     #[test]
-    fn shared_shards_give_the_same_histograms_as_local_recording() {
+    fn shared_stripes_give_the_same_histograms_as_local_recording() {
         let store = Arc::new(SharedHistograms::new(4));
         let mut local = Recorder::default();
         let mut users: Vec<Recorder> = (0..8)
             .map(|u| Recorder {
-                shared: Some((store.clone(), u % store.shards())),
+                shared: Some((store.clone(), u % store.stripes())),
                 ..Recorder::default()
             })
             .collect();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use planrun::agent::{self, AgentConfig, AgentHandle, Faults, frame_dbfs};
-use planrun::dist::Dist;
+use planrun::distribution::Dist;
 use planrun::protocol::{ServerEvent, decode_pcm16, decode_server_text, encode_audio};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use planrun::agent::{self, AgentConfig, AgentHandle, Faults, frame_dbfs};
-use planrun::dist::Dist;
+use planrun::distribution::Dist;
 use planrun::protocol::{decode_pcm16, encode_audio};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;

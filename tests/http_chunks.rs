@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use planrun::agent::{self, AgentConfig, HttpAgentConfig};
 use planrun::cli::exit;
-use planrun::dist::Dist;
+use planrun::distribution::Dist;
 use planrun::engine::{self, Progress, RunOutcome};
 use planrun::plan;
 

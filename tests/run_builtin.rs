@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use planrun::agent::{self, AgentConfig};
 use planrun::cli::exit;
-use planrun::dist::Dist;
+use planrun::distribution::Dist;
 use planrun::engine::{self, Progress};
 use planrun::plan;
 
@@ -89,7 +89,7 @@ async fn builtin_run_measures_the_configured_latency() {
     // 300 ms to first audio + 400 ms of reply audio streamed in real time.
     assert!(rt.p50_ms >= 680.0 && rt.p50_ms < 850.0, "{rt:?}");
     assert_eq!(s.stats("connect").unwrap().count, 6);
-    let results = planrun::thresholds::evaluate(s, &compiled.thresholds);
+    let results = planrun::judge::thresholds::evaluate(s, &compiled.thresholds);
     assert!(results.iter().all(|r| r.passed), "{results:?}");
 }
 

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{AgentConfig, frame_dbfs, stopped};
-use crate::dist::Dist;
+use crate::distribution::Dist;
 
 /// Largest chunk accepted (about 5 minutes of 48 kHz PCM16).
 const MAX_BODY: usize = 32 << 20;

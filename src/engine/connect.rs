@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Error as WsError};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::dist::format_duration;
+use crate::distribution::format_duration;
 use crate::metrics::FailureClass;
 use crate::redact::{percent_encode, redact};
 

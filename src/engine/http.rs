@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use super::session::{Ctx, Trace, wait_stop};
-use crate::dist::format_duration;
+use crate::distribution::format_duration;
 use crate::metrics::{Failure, FailureClass, HttpCounts, Marker, Sample};
 use crate::plan::HTTP_CHUNK_LATENCY;
 use crate::plan::compile::{Action, AudioOut, HttpTarget, ScenarioSpec, StepSpec};

@@ -119,7 +119,7 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
         seed: spec.seed.unwrap_or(seed),
         ..AgentConfig::default()
     };
-    let set = |dst: &mut crate::dist::Dist, src: &Option<crate::plan::model::Jitter>| {
+    let set = |dst: &mut crate::distribution::Dist, src: &Option<crate::plan::model::Jitter>| {
         if let Some(j) = src {
             *dst = j.0.clone();
         }
@@ -179,16 +179,7 @@ fn save_heard(
     heard: &[i16],
     rate: u32,
 ) {
-    let safe: String = scenario
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::slug::slug(scenario);
     let path = dir.join(format!("u{user:04}-i{iteration:05}-{safe}.wav"));
     let result = std::fs::create_dir_all(dir)
         .map_err(|e| e.to_string())
@@ -419,8 +410,8 @@ async fn user_loop(
     mut leave: Option<watch::Receiver<bool>>,
 ) -> Recorder {
     let mut rec = Recorder::default();
-    let shards = progress.histograms.shards();
-    rec.shared = Some((progress.histograms.clone(), user as usize % shards));
+    let stripes = progress.histograms.stripes();
+    rec.shared = Some((progress.histograms.clone(), user as usize % stripes));
     let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
     tokio::select! {
         _ = sleep_until(start_at) => {}
@@ -471,7 +462,7 @@ async fn user_loop(
                             message: format!(
                                 "scenario `{}` took longer than its timeout {}",
                                 scenario.name,
-                                crate::dist::format_duration(t)
+                                crate::distribution::format_duration(t)
                             ),
                         }),
                     )
@@ -488,7 +479,7 @@ async fn user_loop(
                     step: String::new(),
                     message: format!(
                         "the run was stopped and this call did not wind down within {}",
-                        crate::dist::format_duration(STOP_GRACE)
+                        crate::distribution::format_duration(STOP_GRACE)
                     ),
                 }),
             ),

@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::audio;
-use crate::dist::format_duration;
+use crate::distribution::format_duration;
 use crate::metrics::{Failure, FailureClass, Marker, Recorder, Sample};
 use crate::plan::compile::{
     Action, AudioOut, Capture, DEFAULT_AWAIT_TIMEOUT, Expectation, ScenarioSpec, StepSpec,

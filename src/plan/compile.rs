@@ -13,10 +13,10 @@ use serde_json::Value;
 use super::diag::{Diagnostic, PlanError, Seg};
 use super::model::{AgentSpec, AudioSpec, Pacing, ReportSpec, Step};
 use super::model::{ChunkFormat, HttpBody, HttpSpec, ProtocolKind};
-use super::threshold::ThresholdExpr;
+use super::threshold_expr::ThresholdExpr;
 use super::{LoadedPlan, recorded_metrics};
 use crate::audio::{self, Clip};
-use crate::dist::{Dist, format_duration};
+use crate::distribution::{Dist, format_duration};
 use crate::plan_path;
 use crate::protocol::Control;
 

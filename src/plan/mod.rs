@@ -9,7 +9,7 @@ pub mod model;
 pub mod secrets;
 pub mod shape;
 pub mod target;
-pub mod threshold;
+pub mod threshold_expr;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ pub use model::Plan;
 
 use crate::plan_path;
 use diag::{LocNode, Seg, at, did_you_mean, hint_for_serde_message, line_col, source_line};
-use threshold::Stat;
+use threshold_expr::Stat;
 
 /// Metrics every run records without being asked.
 pub const BUILTIN_METRICS: &[&str] = &["connect", "iteration"];
@@ -508,7 +508,7 @@ fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
                         None,
                     ));
                 } else {
-                    use threshold::Op;
+                    use threshold_expr::Op;
                     let always = matches!((e.op, e.limit), (Op::Ge, l) if l <= 0.0)
                         || matches!((e.op, e.limit), (Op::Le, l) if l >= 1.0);
                     let never = matches!((e.op, e.limit), (Op::Lt, l) if l <= 0.0)
@@ -992,8 +992,8 @@ pub fn fuzz_plan(text: &str, toml_format: bool) -> bool {
 #[doc(hidden)]
 pub fn fuzz_scalar(text: &str) -> Result<(), String> {
     use rand::SeedableRng;
-    if let Ok(e) = text.parse::<threshold::ThresholdExpr>() {
-        let again: threshold::ThresholdExpr = e
+    if let Ok(e) = text.parse::<threshold_expr::ThresholdExpr>() {
+        let again: threshold_expr::ThresholdExpr = e
             .to_string()
             .parse()
             .map_err(|err| format!("threshold `{e}` does not re-parse: {err}"))?;
@@ -1001,13 +1001,13 @@ pub fn fuzz_scalar(text: &str) -> Result<(), String> {
             return Err(format!("threshold `{e}` re-parses as {again:?}"));
         }
     }
-    if let Ok(d) = crate::dist::parse_duration(text) {
-        crate::dist::parse_duration(&crate::dist::format_duration(d))
+    if let Ok(d) = crate::distribution::parse_duration(text) {
+        crate::distribution::parse_duration(&crate::distribution::format_duration(d))
             .map_err(|err| format!("duration {d:?} does not re-parse: {err}"))?;
     }
-    if let Ok(d) = text.parse::<crate::dist::Dist>() {
+    if let Ok(d) = text.parse::<crate::distribution::Dist>() {
         d.to_string()
-            .parse::<crate::dist::Dist>()
+            .parse::<crate::distribution::Dist>()
             .map_err(|err| format!("jitter `{d}` does not re-parse: {err}"))?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(text.len() as u64);
         for _ in 0..8 {

@@ -14,8 +14,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::threshold::ThresholdExpr;
-use crate::dist::{Dist, format_duration, parse_duration};
+use super::threshold_expr::ThresholdExpr;
+use crate::distribution::{Dist, format_duration, parse_duration};
 
 // ---------------------------------------------------------------------------------------------
 // Scalar wrappers

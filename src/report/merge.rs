@@ -258,7 +258,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
             expr: parsed,
         });
     }
-    let results = crate::thresholds::evaluate(&summary, &specs);
+    let results = crate::judge::thresholds::evaluate(&summary, &specs);
 
     let starts: Vec<time::OffsetDateTime> = runs.iter().filter_map(ShardRun::started).collect();
     let earliest = runs
@@ -335,7 +335,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
                 .unwrap_or("was stopped before its end")
         ));
         if hard.is_none() {
-            rep.passed = crate::thresholds::all_passed(&rep.thresholds);
+            rep.passed = crate::judge::thresholds::all_passed(&rep.thresholds);
         }
     }
     let rebuilt: Vec<u32> = runs

@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 pub use timeline::RunData;
 
 use crate::engine::RunOutcome;
+use crate::judge::thresholds::ThresholdResult;
 use crate::metrics::{IterationCounts, MetricStats};
 use crate::plan::compile::CompiledPlan;
 use crate::plan::model::{ProtocolKind, ReportFormat};
-use crate::thresholds::ThresholdResult;
 
 /// How many failures are listed individually.
 const FAILURE_SAMPLES: usize = 20;
@@ -332,7 +332,7 @@ impl RunReport {
         let lag = s.recorder.send_lag.as_ref().filter(|h| !h.is_empty());
         let lag_ms = |q: f64| lag.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
         let iterations = s.iterations();
-        let passed = crate::thresholds::all_passed(&thresholds) && !s.aborted;
+        let passed = crate::judge::thresholds::all_passed(&thresholds) && !s.aborted;
         RunReport {
             plan: info.plan.clone(),
             description: info.description.clone(),
@@ -526,7 +526,7 @@ impl RunFiles {
                 })
             })
             .collect();
-        let results = crate::thresholds::evaluate(&summary, &specs);
+        let results = crate::judge::thresholds::evaluate(&summary, &specs);
         let mut report = RunReport::from_summary(&info, &summary, results);
         report.partial = true;
         report.stop_reason = Some(format!(
@@ -838,17 +838,7 @@ pub fn default_out_dir(plan: &CompiledPlan, started: std::time::SystemTime) -> P
         t.minute(),
         t.second()
     );
-    let safe: String = plan
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::slug::slug(&plan.name);
     let dir = plan.report.dir.clone().unwrap_or_else(|| "reports".into());
     Path::new(&dir).join(format!("{safe}-{stamp}"))
 }

@@ -11,7 +11,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::parse_duration;
+use crate::distribution::parse_duration;
 
 /// Which statistic of a metric is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

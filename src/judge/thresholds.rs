@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{FailureClass, MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
-use crate::plan::threshold::{Op, Stat};
+use crate::plan::threshold_expr::{Op, Stat};
 use crate::plan::{CHECKS, SUCCESS_RATE};
 
 /// The verdict on one threshold expression.

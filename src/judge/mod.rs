@@ -1,0 +1,3 @@
+//! Judging a run: thresholds against the measured summary, and the generator's own health.
+
+pub mod thresholds;
