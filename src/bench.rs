@@ -19,7 +19,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use crate::distribution::format_duration;
-use crate::engine::{self, Progress};
+use crate::engine;
+use crate::metrics::progress::Progress;
 use crate::plan;
 
 /// What to measure.

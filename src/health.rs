@@ -98,7 +98,7 @@ pub struct EventLoopMonitor {
 impl EventLoopMonitor {
     /// A task sleeping [`EVENT_LOOP_TICK`] at a time and recording how late it woke (a busy
     /// runtime wakes it late; tokio's timer adds up to about 1 ms on its own).
-    pub fn start(live: Option<Arc<crate::live::LiveMetrics>>) -> Self {
+    pub fn start(live: Option<Arc<crate::metrics::live::LiveMetrics>>) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut h: Option<Histogram<u64>> = None;

@@ -1,6 +1,9 @@
 //! Measurements: per-user recorders (plain HDR histograms in microseconds, counters, the
 //! iteration timeline), merged exactly into one [`Summary`] at the end of a run.
 
+pub mod live;
+pub mod progress;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use planrun::agent::{self, AgentConfig, HttpAgentConfig};
 use planrun::cli::exit;
 use planrun::distribution::Dist;
-use planrun::engine::{self, Progress, RunOutcome};
+use planrun::engine::{self, RunOutcome};
+use planrun::metrics::progress::Progress;
 use planrun::plan;
 
 mod common;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use planrun::agent::{self, AgentConfig};
 use planrun::cli::exit;
 use planrun::distribution::Dist;
-use planrun::engine::{self, Progress};
+use planrun::engine;
+use planrun::metrics::progress::Progress;
 use planrun::plan;
 
 mod common;

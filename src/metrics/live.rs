@@ -1,5 +1,6 @@
-//! Live metrics: `--metrics-addr` serves the run's counters and latency histograms in the
-//! Prometheus text exposition format (0.0.4) while it goes on.
+//! Live metrics: the run's counters and latency histograms, rendered in the Prometheus text
+//! exposition format (0.0.4) while it goes on (`runner::prometheus` serves them on
+//! `--metrics-addr`).
 //!
 //! Fed without touching the hot path: each user hands over what one finished iteration
 //! measured (its samples, outcome and the send lag added since the last one) under one short
@@ -7,19 +8,13 @@
 //! audio frame.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, Weak};
 
 use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
-use crate::engine::Progress;
-use crate::metrics::IterationRecord;
+use super::IterationRecord;
+use super::progress::Progress;
 
 /// Upper bounds (seconds) of the latency buckets: voice-agent latencies, 5 ms to 30 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -332,68 +327,6 @@ fn cpu_seconds() -> Option<f64> {
     }
     #[cfg(not(unix))]
     None
-}
-
-/// Bind the metrics endpoint (a clear error when the address is taken or invalid).
-pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
-}
-
-/// Serve `GET /metrics` until the returned future is dropped.
-pub async fn serve(listener: TcpListener, live: Arc<LiveMetrics>) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let live = Arc::clone(&live);
-                    conns.spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            handle(req, Arc::clone(&live))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-}
-
-async fn handle(
-    req: Request<Incoming>,
-    live: Arc<LiveMetrics>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, ctype, body) = if req.uri().path() != "/metrics" {
-        (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: GET /metrics\n".to_string(),
-        )
-    } else if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "use GET\n".to_string(),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            live.render(),
-        )
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    Ok(resp)
 }
 
 #[cfg(test)]
