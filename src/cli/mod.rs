@@ -102,7 +102,7 @@ pub enum Command {
     /// Run the built-in reference voice agent.
     Agent(AgentArgs),
     /// Measure how many real-time users this process sustains against the agent in a separate
-    /// process, and planrun's own measurement error (see README, "Benchmark").
+    /// process, and planrun's own measurement error (see docs/benchmark.md).
     Bench(BenchArgs),
     /// Compare two runs (folders or metrics.json files): per-metric deltas as Markdown; exits 4
     /// when a metric regressed beyond the tolerance and significantly.
