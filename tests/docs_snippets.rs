@@ -231,7 +231,10 @@ fn every_plan_snippet_in_the_docs_validates() {
         }
     }
     assert!(failures.is_empty(), "\n{failures}");
-    assert!(plans >= 20, "expected many validated snippets, found {plans}");
+    assert!(
+        plans >= 20,
+        "expected many validated snippets, found {plans}"
+    );
 }
 
 #[test]
@@ -247,7 +250,8 @@ fn the_snippet_reader_sees_markers_and_indented_fences() {
     )
     .unwrap();
     let got = snippets(&md);
-    let kinds: Vec<(usize, Kind, bool)> = got.iter().map(|s| (s.fence_line, s.kind, s.toml)).collect();
+    let kinds: Vec<(usize, Kind, bool)> =
+        got.iter().map(|s| (s.fence_line, s.kind, s.toml)).collect();
     assert_eq!(
         kinds,
         [
@@ -263,4 +267,131 @@ fn the_snippet_reader_sees_markers_and_indented_fences() {
     assert!(check(&got[1]).is_ok(), "{:?}", check(&got[1]));
     assert!(check(&got[3]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code fences), with GitHub's `-1`, `-2`
+/// suffixes for repeated headings.
+fn anchors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence || !line.starts_with('#') {
+            continue;
+        }
+        let base = slug(line.trim_start_matches('#'));
+        let n = out
+            .iter()
+            .filter(|a| {
+                **a == base
+                    || a.strip_prefix(&format!("{base}-"))
+                        .is_some_and(|r| r.parse::<u32>().is_ok())
+            })
+            .count();
+        out.push(if n == 0 { base } else { format!("{base}-{n}") });
+    }
+    out
+}
+
+/// Relative links (`[text](path#anchor)`) outside code, in one Markdown file.
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut in_fence = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        // Drop inline code spans, then find `](target)`.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let end = rest.find(')').unwrap_or(rest.len());
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                out.push((i + 1, target.to_string()));
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut broken = String::new();
+    let mut seen = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let dir = file.parent().unwrap_or(Path::new(""));
+        for (line, target) in links(&text) {
+            seen += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            if !resolved.exists() {
+                let _ = writeln!(
+                    broken,
+                    "{}:{line}: `{target}`: no such file",
+                    file.display()
+                );
+                continue;
+            }
+            if anchor.is_empty() {
+                continue;
+            }
+            if resolved.extension().is_none_or(|e| e != "md") {
+                continue;
+            }
+            let their = anchors(&std::fs::read_to_string(&resolved).unwrap());
+            if !their.iter().any(|a| a == anchor) {
+                let _ = writeln!(
+                    broken,
+                    "{}:{line}: `{target}`: {} has no heading `#{anchor}`",
+                    file.display(),
+                    resolved.display()
+                );
+            }
+        }
+    }
+    assert!(broken.is_empty(), "\n{broken}");
+    assert!(seen >= 30, "expected many links, found {seen}");
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(slug(" Merging: `planrun merge`"), "merging-planrun-merge");
+    assert_eq!(
+        slug(" Stopping, capping, crashing"),
+        "stopping-capping-crashing"
+    );
+    assert_eq!(slug(" `send_audio`"), "send_audio");
+    assert_eq!(anchors("# A\n```\n# not\n```\n## A\n"), ["a", "a-1"]);
+    assert_eq!(
+        links("see [x](a.md#b) and `[y](code)`\n```\n[z](no)\n```\n[w](https://e.org)"),
+        [(1, "a.md#b".to_string())]
+    );
 }
