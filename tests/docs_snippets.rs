@@ -11,6 +11,9 @@
 //! - `<!-- fragment: plan -->`: some top-level sections (`target:`, `load:`, `thresholds:`, …);
 //!   each replaces the same section of the base plan, which must then validate;
 //! - `<!-- fragment -->` (or the fence ```yaml fragment): only has to parse as YAML / TOML.
+//!
+//! The relative links of those files (and of the READMEs of bench/, deploy/kubernetes/ and
+//! interop/pipecat/) must point at files that exist and, for `file.md#anchor`, at a heading.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -197,8 +200,9 @@ fn set_env_placeholders(all: &[Snippet]) {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             if !name.is_empty() && std::env::var_os(&name).is_none() {
-                // SAFETY: this test binary has no other thread reading the environment while it
-                // runs (its only other test does not touch the environment or parse plans).
+                // SAFETY: no other thread of this test binary calls into C code that reads the
+                // environment (the other tests only read files and parse plans without
+                // `{{ env.… }}`), and Rust's own environment accesses are synchronised.
                 unsafe { std::env::set_var(&name, "placeholder") };
             }
         }
@@ -232,7 +236,7 @@ fn every_plan_snippet_in_the_docs_validates() {
     }
     assert!(failures.is_empty(), "\n{failures}");
     assert!(
-        plans >= 20,
+        plans >= 15,
         "expected many validated snippets, found {plans}"
     );
 }
@@ -341,7 +345,13 @@ fn links(text: &str) -> Vec<(usize, String)> {
 fn every_relative_link_in_the_docs_resolves() {
     let mut broken = String::new();
     let mut seen = 0;
-    for file in markdown_files() {
+    let mut files = markdown_files();
+    files.extend(
+        ["bench", "deploy/kubernetes", "interop/pipecat"]
+            .iter()
+            .map(|d| Path::new(d).join("README.md")),
+    );
+    for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let dir = file.parent().unwrap_or(Path::new(""));
         for (line, target) in links(&text) {
