@@ -9,7 +9,7 @@ use std::path::Path;
 use planrun::report::RunReport;
 
 mod common;
-use common::{read, run_cli, temp_dir};
+use common::temp_dir;
 
 #[path = "golden/check.rs"]
 mod check;
@@ -20,14 +20,19 @@ use check::golden;
 /// wrote, which is the `RunReport` the console summary was printed from.
 /// (Re-point this at `planrun::runner::run` once orchestration lives there.)
 async fn run_report(plan: &Path, out: &Path) -> (u8, RunReport) {
-    let args = [
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-        plan.to_str().unwrap(),
-    ];
-    let code = run_cli(&args).await;
-    let report = serde_json::from_str(&read(&out.join("metrics.json"))).expect("metrics.json");
+    let compiled = planrun::plan::load(plan)
+        .and_then(|lp| planrun::plan::compile::compile(&lp))
+        .expect("the golden plan compiles");
+    let options = planrun::runner::RunOptions::new(&compiled, out);
+    let result = planrun::runner::run(
+        compiled,
+        options,
+        std::sync::Arc::new(planrun::runner::Silent),
+    )
+    .await
+    .expect("the run starts");
+    let code = planrun::cli::exit::of(result.outcome);
+    let report = result.runs.into_iter().next().expect("one run").report;
     (code, report)
 }
 
