@@ -272,7 +272,7 @@ pub struct RunArgs {
     pub metrics_linger: Option<Duration>,
     /// Limit (ms) for planrun's pacing lag p99 and event-loop delay p99: above it the run is
     /// flagged because planrun itself was the bottleneck.
-    #[arg(long, value_name = "MS", default_value_t = crate::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
+    #[arg(long, value_name = "MS", default_value_t = crate::judge::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
     pub generator_lag_limit: f64,
     /// Run only shard INDEX (0-based) of COUNT: global users INDEX, INDEX+COUNT, … (default
     /// in a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of PLANRUN_SHARDS). Merge the shards'
@@ -290,6 +290,7 @@ fn parse_lag_limit(s: &str) -> Result<f64, String> {
 
 fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
     s.parse()
+        .map_err(|e: crate::shard::ShardError| e.to_string())
 }
 
 fn parse_max_duration(s: &str) -> Result<Duration, String> {
@@ -916,7 +917,9 @@ async fn run_once(
     let info_written = std::fs::create_dir_all(&setup.out)
         .map_err(|e| e.to_string())
         .and_then(|()| serde_json::to_string_pretty(&info).map_err(|e| e.to_string()))
-        .and_then(|j| report::write_atomic(&info_path, (j + "\n").as_bytes()));
+        .and_then(|j| {
+            report::write_atomic(&info_path, (j + "\n").as_bytes()).map_err(|e| e.to_string())
+        });
     if let Err(e) = info_written {
         eprintln!("planrun: {e}");
     }
@@ -1003,10 +1006,9 @@ async fn run_once(
     }
     let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
     let files = RunFiles::new(&rep, run_data);
-    let written = files
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|f| report::write_outputs(f, &setup.outputs, &setup.out, suffix));
+    let written = files.as_ref().map_err(|e| e.to_string()).and_then(|f| {
+        report::write_outputs(f, &setup.outputs, &setup.out, suffix).map_err(|e| e.to_string())
+    });
 
     let mut stdout = std::io::stdout().lock();
     if !setup.quiet {
