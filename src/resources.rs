@@ -62,10 +62,23 @@ impl Sampler {
     }
 }
 
+/// The open-file limit could not be read or raised.
+#[derive(Debug, thiserror::Error)]
+pub enum FdLimitError {
+    #[error("cannot read the open-file limit: {0}")]
+    Read(std::io::Error),
+    #[error("cannot raise the open-file limit from {from} to {to}: {source}")]
+    Raise {
+        from: u64,
+        to: u64,
+        source: std::io::Error,
+    },
+}
+
 /// Raise the soft limit on open files (RLIMIT_NOFILE) to the hard limit, so many users don't
 /// run out of sockets. Returns `Some((old, new))` when it was raised, `None` when already at
 /// the hard limit (or not on Unix).
-pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
+pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, FdLimitError> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -74,10 +87,7 @@ pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
         };
         // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return Err(format!(
-                "cannot read the open-file limit: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(FdLimitError::Read(std::io::Error::last_os_error()));
         }
         let old = lim.rlim_cur;
         // macOS refuses values above OPEN_MAX even when the hard limit is unlimited.
@@ -91,10 +101,12 @@ pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
         lim.rlim_cur = target;
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(format!(
-                "cannot raise the open-file limit from {old} to {target}: {}",
-                std::io::Error::last_os_error()
-            ));
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+            return Err(FdLimitError::Raise {
+                from: old as u64,
+                to: target as u64,
+                source: std::io::Error::last_os_error(),
+            });
         }
         #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
         Ok(Some((old as u64, target as u64)))

@@ -10,7 +10,7 @@
 //! does not expose it). An explicit `--shard` wins.
 //!
 //! A shard writes everything `planrun merge` needs to rebuild exact totals
-//! ([`crate::contract::ShardReport`] in `metrics.json` and, from the start, in `run_info.json`).
+//! (the contract's `ShardReport` in `metrics.json` and, from the start, in `run_info.json`).
 //! This module is only the shard spec: it imports nothing from the crate.
 
 use serde::{Deserialize, Serialize};

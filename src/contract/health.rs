@@ -15,7 +15,7 @@ pub struct GeneratorHealth {
     pub cpu_max_pct: Option<f64>,
     /// Highest resident memory of the planrun process (MiB), when sampled.
     pub rss_max_mb: Option<f64>,
-    /// How late a 10 ms timer of planrun's runtime woke up (see `crate::metrics::health`).
+    /// How late a 10 ms timer of planrun's runtime woke up (measured by the metrics layer).
     pub event_loop_delay_p50_ms: Option<f64>,
     pub event_loop_delay_p99_ms: Option<f64>,
     pub event_loop_delay_max_ms: Option<f64>,

@@ -2,7 +2,7 @@
 //! plain serde types. Every output is rendered from it, `planrun compare` and `planrun merge`
 //! read it back, and it sits at the bottom of the module graph: it imports only the other
 //! foundation modules (`stats`, `shard`), never a layer above. Building it from a run's
-//! measurements is the report layer's job (`crate::report::build`).
+//! measurements is the report layer's job (the report layer's `build` module).
 
 pub mod arrivals;
 pub mod counts;
