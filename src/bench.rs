@@ -231,7 +231,7 @@ scenarios:
 
 fn quantile_ms(h: Option<&Histogram<u64>>, q: f64) -> f64 {
     h.filter(|h| !h.is_empty())
-        .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64 / 1000.0)
+        .map_or(f64::NAN, |h| crate::stats::hist_ms(h, q))
 }
 
 async fn run_step(

@@ -23,7 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("slug", &[]),
     ("shard", &[]),
     ("stats", &[]),
-    ("contract", &[]),
+    (
+        "contract",
+        &["stats", "shard", "distribution", "redact", "slug"],
+    ),
     ("audio", &[]),
     ("protocol", &["audio"]),
     ("plan", &["protocol", "audio"]),

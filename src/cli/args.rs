@@ -134,7 +134,7 @@ pub struct RunArgs {
     pub metrics_linger: Option<Duration>,
     /// Limit (ms) for planrun's pacing lag p99 and event-loop delay p99: above it the run is
     /// flagged because planrun itself was the bottleneck.
-    #[arg(long, value_name = "MS", default_value_t = crate::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
+    #[arg(long, value_name = "MS", default_value_t = crate::judge::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
     pub generator_lag_limit: f64,
     /// Run only shard INDEX (0-based) of COUNT: global users INDEX, INDEX+COUNT, … (default
     /// in a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of PLANRUN_SHARDS). Merge the shards'
@@ -152,6 +152,7 @@ fn parse_lag_limit(s: &str) -> Result<f64, String> {
 
 fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
     s.parse()
+        .map_err(|e: crate::shard::ShardError| e.to_string())
 }
 
 fn parse_max_duration(s: &str) -> Result<Duration, String> {

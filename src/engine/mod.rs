@@ -219,7 +219,7 @@ pub async fn run_observed(
     progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
-    let monitor = crate::health::EventLoopMonitor::start(progress.live.clone());
+    let monitor = crate::metrics::health::EventLoopMonitor::start(progress.live.clone());
     let shared = || open::Shared {
         plan: plan_arc.clone(),
         conn: conn.clone(),
@@ -287,7 +287,7 @@ async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
 async fn drained(
     mut total: Recorder,
     progress: &Progress,
-    monitor: crate::health::EventLoopMonitor,
+    monitor: crate::metrics::health::EventLoopMonitor,
 ) -> Recorder {
     if let Some(live) = &progress.live
         && let Some(lag) = progress.histograms.send_lag_snapshot()

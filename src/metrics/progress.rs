@@ -26,7 +26,7 @@ pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
 
 impl Progress {
     /// Progress that also feeds the live metrics endpoint.
-    pub fn with_live(live: Option<Arc<crate::metrics::live::LiveMetrics>>) -> Self {
+    pub fn with_live(live: Option<Arc<super::live::LiveMetrics>>) -> Self {
         Progress {
             live,
             ..Progress::default()
@@ -39,7 +39,7 @@ impl Progress {
         }
     }
 
-    pub fn push(&self, samples: &[crate::metrics::Sample]) {
+    pub fn push(&self, samples: &[super::Sample]) {
         let now = Instant::now();
         if let Ok(mut r) = self.recent.lock() {
             let (name, q) = &mut *r;
@@ -61,11 +61,6 @@ impl Progress {
                 .filter(|(t, _)| now - *t <= ROLLING_WINDOW)
                 .map(|(_, ms)| *ms)
                 .collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let idx = ((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1;
-        Some((r.0.clone(), v[idx]))
+        crate::stats::quantile(&mut v, 0.95).map(|p95| (r.0.clone(), p95))
     }
 }

@@ -155,7 +155,7 @@ impl RunOptions {
             max_duration: None,
             metrics_addr: None,
             metrics_linger: None,
-            lag_limit_ms: crate::health::DEFAULT_LAG_LIMIT_MS,
+            lag_limit_ms: crate::judge::health::DEFAULT_LAG_LIMIT_MS,
             handle_signals: false,
             raise_fd_limit: false,
         }

@@ -11,14 +11,21 @@ pub fn encode(h: &Histogram<u64>) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
+/// Why a stored histogram could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistError {
+    #[error("bad base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("bad histogram: {0}")]
+    Histogram(String),
+}
+
 /// Decode what [`encode`] wrote.
-pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("bad base64: {e}"))?;
+pub fn decode(text: &str) -> Result<Histogram<u64>, HistError> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
     Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("bad histogram: {e:?}"))
+        .map_err(|e| HistError::Histogram(format!("{e:?}")))
 }
 
 /// Distinct recorded values (bucket medians, µs) with their counts, ascending.

@@ -1,27 +1,20 @@
-//! The load generator's own health: how late its event loop wakes up, how late the end of each
-//! utterance actually left (coordinated omission made visible), and the judgement whether
-//! planrun itself was the bottleneck of a run.
+//! The load generator's own health, measured: how late its event loop wakes up, how late the
+//! end of each utterance actually left (coordinated omission made visible), and latencies
+//! taken again from the actual end of speech. The verdict (was planrun the bottleneck?) is
+//! `crate::judge::health`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep_until};
 
-use crate::report::GeneratorHealth;
+use crate::contract::{ActualEndStats, GeneratorHealth};
+use crate::stats::{p50_p99_max_ms, us_to_ms3};
 
 /// How often the event-loop monitor wakes up.
 pub const EVENT_LOOP_TICK: Duration = Duration::from_millis(10);
-
-/// Default limit for the pacing lag and event-loop delay p99 (ms) above which the generator
-/// counts as the bottleneck.
-pub const DEFAULT_LAG_LIMIT_MS: f64 = 10.0;
-
-/// CPU use, in percent of the cores planrun may use, at or above which it counts as the
-/// bottleneck.
-pub const CPU_LIMIT_PCT_OF_CORES: f64 = 90.0;
 
 /// Per-user health measurements, merged exactly like the rest of a [`crate::metrics::Recorder`].
 #[derive(Debug, Clone, Default)]
@@ -125,32 +118,6 @@ impl EventLoopMonitor {
     }
 }
 
-/// Percentiles of a latency measured from the actual end of speech.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ActualEndStats {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-fn ms(us: u64) -> f64 {
-    (us as f64).round() / 1000.0
-}
-
-fn quantiles(h: Option<&Histogram<u64>>) -> (Option<f64>, Option<f64>, Option<f64>) {
-    match h.filter(|h| !h.is_empty()) {
-        Some(h) => (
-            Some(ms(h.value_at_quantile(0.5))),
-            Some(ms(h.value_at_quantile(0.99))),
-            Some(ms(h.max())),
-        ),
-        None => (None, None, None),
-    }
-}
-
 impl GeneratorHealth {
     /// Fill in the event-loop delay, the speech-end lag and the latencies from the actual end.
     pub fn fill_health(&mut self, rec: &HealthRec) {
@@ -158,12 +125,12 @@ impl GeneratorHealth {
             self.event_loop_delay_p50_ms,
             self.event_loop_delay_p99_ms,
             self.event_loop_delay_max_ms,
-        ) = quantiles(rec.event_loop_delay.as_ref());
+        ) = p50_p99_max_ms(rec.event_loop_delay.as_ref());
         (
             self.speech_end_lag_p50_ms,
             self.speech_end_lag_p99_ms,
             self.speech_end_lag_max_ms,
-        ) = quantiles(rec.speech_end_lag.as_ref());
+        ) = p50_p99_max_ms(rec.speech_end_lag.as_ref());
         self.from_actual_end = rec
             .from_actual_end
             .iter()
@@ -173,118 +140,20 @@ impl GeneratorHealth {
                     n.clone(),
                     ActualEndStats {
                         count: h.len(),
-                        p50_ms: ms(h.value_at_quantile(0.5)),
-                        p95_ms: ms(h.value_at_quantile(0.95)),
-                        p99_ms: ms(h.value_at_quantile(0.99)),
-                        max_ms: ms(h.max()),
+                        p50_ms: us_to_ms3(h.value_at_quantile(0.5)),
+                        p95_ms: us_to_ms3(h.value_at_quantile(0.95)),
+                        p99_ms: us_to_ms3(h.value_at_quantile(0.99)),
+                        max_ms: us_to_ms3(h.max()),
                     },
                 )
             })
             .collect();
     }
-
-    /// Judge whether planrun itself was the bottleneck: pacing lag p99 or event-loop delay p99
-    /// above `lag_limit_ms`, or CPU at [`CPU_LIMIT_PCT_OF_CORES`] of `cores` or more. Sets
-    /// `lag_limit_ms` and `warnings` (one sentence per figure over its limit).
-    pub fn judge(&mut self, lag_limit_ms: f64, cores: usize, agent_in_process: bool) {
-        self.lag_limit_ms = Some(lag_limit_ms);
-        let mut w = Vec::new();
-        let over = |v: Option<f64>| v.filter(|v| *v > lag_limit_ms);
-        if let Some(v) = over(self.send_lag_p99_ms) {
-            w.push(format!(
-                "pacing lag p99 {v:.2} ms is above the limit of {lag_limit_ms} ms: audio left \
-                 late, so the latencies cannot be trusted"
-            ));
-        }
-        if let Some(v) = over(self.event_loop_delay_p99_ms) {
-            w.push(format!(
-                "event-loop delay p99 {v:.2} ms is above the limit of {lag_limit_ms} ms: \
-                 planrun's runtime was overloaded, so the latencies cannot be trusted"
-            ));
-        }
-        let cpu_limit = CPU_LIMIT_PCT_OF_CORES * cores.max(1) as f64;
-        if let Some(cpu) = self.cpu_max_pct.filter(|c| *c >= cpu_limit) {
-            let agent = if agent_in_process {
-                " (the built-in agent runs inside planrun and counts in it)"
-            } else {
-                ""
-            };
-            w.push(format!(
-                "CPU use peaked at {cpu:.0}% of one core, at or above the limit of \
-                 {cpu_limit:.0}% ({CPU_LIMIT_PCT_OF_CORES:.0}% of {cores} core(s)){agent}, \
-                 so the latencies cannot be trusted"
-            ));
-        }
-        self.warnings = w;
-    }
-}
-
-/// The console lines: the generator's delays, the latencies from the actual end, and a
-/// warning per figure over its limit.
-pub fn console_health(
-    report: &crate::report::RunReport,
-    w: &mut dyn std::io::Write,
-    color: bool,
-) -> std::io::Result<()> {
-    let g = &report.generator;
-    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-    if g.send_lag_p99_ms.is_some() || g.event_loop_delay_p99_ms.is_some() {
-        writeln!(
-            w,
-            "generator: pacing lag p99 {} ms, event-loop delay p99 {} ms, speech-end lag p99 {} ms, CPU max {}%, RSS max {} MiB",
-            f(g.send_lag_p99_ms),
-            f(g.event_loop_delay_p99_ms),
-            f(g.speech_end_lag_p99_ms),
-            f(g.cpu_max_pct),
-            f(g.rss_max_mb),
-        )?;
-    }
-    for (name, m) in &g.from_actual_end {
-        writeln!(
-            w,
-            "  {name} from the actual end of speech: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1} ms",
-            m.p50_ms, m.p95_ms, m.p99_ms, m.max_ms
-        )?;
-    }
-    for warning in &g.warnings {
-        let text = format!("WARNING: planrun was the bottleneck: {warning}");
-        if color {
-            writeln!(w, "\x1b[1;33m{text}\x1b[0m")?;
-        } else {
-            writeln!(w, "{text}")?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn judges_each_figure_against_its_limit() {
-        let mut g = GeneratorHealth {
-            send_lag_p99_ms: Some(4.0),
-            event_loop_delay_p99_ms: Some(1.2),
-            cpu_max_pct: Some(150.0),
-            ..GeneratorHealth::default()
-        };
-        g.judge(10.0, 2, false);
-        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
-        g.send_lag_p99_ms = Some(12.5);
-        g.judge(10.0, 2, false);
-        assert_eq!(g.warnings.len(), 1);
-        assert!(g.warnings[0].contains("pacing lag p99 12.50 ms"));
-        assert!(g.warnings[0].contains("limit of 10 ms"));
-        g.judge(1.0, 2, true);
-        assert_eq!(g.warnings.len(), 2, "{:?}", g.warnings);
-        assert!(g.warnings[1].contains("event-loop delay p99 1.20 ms"));
-        g.judge(1.0, 1, true);
-        assert_eq!(g.warnings.len(), 3, "{:?}", g.warnings);
-        assert!(g.warnings[2].contains("CPU use peaked at 150%"));
-        assert!(g.warnings[2].contains("built-in agent"));
-        assert_eq!(g.lag_limit_ms, Some(1.0));
-    }
 
     #[test]
     fn merges_exactly() {
