@@ -127,3 +127,45 @@ impl Default for Faults {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_messages_are_stable() {
+        let err = |c: AgentConfig| c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err(AgentConfig {
+                sample_rate: 0,
+                ..AgentConfig::default()
+            }),
+            "agent sample_rate must be 1..=384000 Hz, found 0"
+        );
+        assert_eq!(
+            err(AgentConfig {
+                frame: Duration::from_secs(2),
+                ..AgentConfig::default()
+            }),
+            "agent frame must be between 1ms and 1s, found 2s"
+        );
+        assert_eq!(
+            err(AgentConfig {
+                vad_threshold_dbfs: f64::NAN,
+                ..AgentConfig::default()
+            }),
+            "agent vad_threshold_dbfs must be a finite number"
+        );
+        assert_eq!(
+            err(AgentConfig {
+                faults: Faults {
+                    drop: 1.5,
+                    ..Faults::default()
+                },
+                ..AgentConfig::default()
+            }),
+            "agent faults.drop must be a probability in 0..=1, found 1.5"
+        );
+        assert!(AgentConfig::default().validate().is_ok());
+    }
+}
