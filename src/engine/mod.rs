@@ -219,6 +219,7 @@ pub async fn run_observed(
     progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
+    let _ = progress.started.set(run_start);
     let monitor = crate::metrics::health::EventLoopMonitor::start(progress.live.clone());
     let shared = || open::Shared {
         plan: plan_arc.clone(),

@@ -17,6 +17,9 @@ pub struct Progress {
     /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
     /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
     recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
+    /// When the load began (set once by the engine, after the built-in agent is up): what
+    /// `elapsed_s` and time-based threshold delays count from.
+    pub started: std::sync::OnceLock<Instant>,
     /// Fed once per finished iteration when `--metrics-addr` serves live metrics.
     pub live: Option<Arc<super::live::LiveMetrics>>,
 }

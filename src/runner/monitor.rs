@@ -5,22 +5,27 @@ use std::time::Duration;
 
 use super::{Notice, Observer, StopCause, StopControl};
 use crate::judge::thresholds;
+use crate::metrics::progress::Progress;
 use crate::plan::compile::ThresholdSpec;
 use crate::report::timeline::LiveSummary;
 
 /// Judge the `abort_on_fail` thresholds about once a second on everything finished so far;
-/// stop the run when one can no longer pass (after its `delay_abort_eval`).
+/// stop the run when one can no longer pass (after its `delay_abort_eval`, counted from when
+/// the load began, as the report's `elapsed_s` is).
 pub(super) async fn monitor_thresholds(
+    progress: Arc<Progress>,
     live: LiveSummary,
     specs: Vec<ThresholdSpec>,
     stop: StopControl,
     observer: Arc<dyn Observer>,
 ) {
-    let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let Some(start) = progress.started.get() else {
+            continue;
+        };
         let elapsed = start.elapsed();
         let due: Vec<_> = specs
             .iter()

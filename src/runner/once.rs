@@ -105,6 +105,7 @@ pub(super) async fn run_once(
     };
     let monitor = live_summary.map(|live| {
         tokio::spawn(monitor_thresholds(
+            progress.clone(),
             live,
             abort_specs,
             ctx.stop.clone(),
