@@ -283,16 +283,19 @@ impl Session<'_, '_> {
                             .into(),
                     ));
                 }
-                let latency = self.audio_changed("audio_stops", reference, stop_at, record);
-                return if latency > within {
-                    Err(expectation(format!(
-                        "the bot kept talking {} after the interruption (allowed {})",
-                        ms(latency),
-                        ms(within)
-                    )))
-                } else {
-                    Ok(())
-                };
+                return self.audio_changed(
+                    step,
+                    "audio_stops",
+                    reference,
+                    stop_at,
+                    record,
+                    within,
+                    |took, allowed| {
+                        format!(
+                            "the bot kept talking {took} after the interruption (allowed {allowed})"
+                        )
+                    },
+                );
             }
             if now >= give_up {
                 return Err(expectation(format!(
@@ -343,16 +346,15 @@ impl Session<'_, '_> {
                         "the bot started a new answer (`{name}`) instead of resuming"
                     )));
                 }
-                let latency = self.audio_changed("audio_resumes", reference, at, record);
-                return if latency > within {
-                    Err(expectation(format!(
-                        "the bot resumed after {} (allowed {})",
-                        ms(latency),
-                        ms(within)
-                    )))
-                } else {
-                    Ok(())
-                };
+                return self.audio_changed(
+                    step,
+                    "audio_resumes",
+                    reference,
+                    at,
+                    record,
+                    within,
+                    |took, allowed| format!("the bot resumed after {took} (allowed {allowed})"),
+                );
             }
             if now >= deadline {
                 // Speech that never paused after the reference: the bot talked on.
@@ -376,20 +378,31 @@ impl Session<'_, '_> {
     }
 
     /// The bot's audio changed (`event`: it stopped or resumed) at `at`: record the latency
-    /// from `reference` and put the event on the timeline. Returns the latency.
+    /// from `reference`, put the event on the timeline, and fail (with the message `too_late`
+    /// makes of the latency and the allowance) when it took longer than `within`.
+    #[allow(clippy::too_many_arguments)]
     fn audio_changed(
         &mut self,
+        step: &StepSpec,
         event: &str,
         reference: Instant,
         at: Instant,
         record: Option<&str>,
-    ) -> Duration {
+        within: Duration,
+        too_late: impl FnOnce(String, String) -> String,
+    ) -> Result<(), Failure> {
+        let latency = at.saturating_duration_since(reference);
         if let Some(m) = record {
             self.record_since(m, reference, at);
         }
         self.marks.insert(event.into(), at);
         self.mark(event, at, String::new());
-        at.saturating_duration_since(reference)
+        if latency > within {
+            let message = too_late(ms(latency), ms(within));
+            Err(fail(FailureClass::ExpectationFailed, step, message))
+        } else {
+            Ok(())
+        }
     }
 }
 
