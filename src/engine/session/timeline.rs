@@ -201,3 +201,78 @@ impl UserSpeech {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// 20 ms chunks at the given offsets (ms) from `t0`, all speech.
+    fn speech(t0: Instant, offsets: &[u64]) -> Vec<Chunk> {
+        offsets
+            .iter()
+            .map(|&o| Chunk {
+                at: t0 + MS * o as u32,
+                dur: MS * 20,
+                speech: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_answer_skips_the_tail_of_an_earlier_one() {
+        let t0 = Instant::now();
+        // Talking through the anchor (100 ms), then a 200 ms pause, then the answer.
+        let chunks = speech(t0, &[80, 100, 120, 340]);
+        assert_eq!(
+            first_after(&chunks, t0 + MS * 100, false),
+            Some(t0 + MS * 340)
+        );
+        assert_eq!(first_after(&chunks, t0 + MS * 400, true), None);
+    }
+
+    #[test]
+    fn a_gap_longer_than_stop_gap_is_a_stop() {
+        let t0 = Instant::now();
+        let chunks = speech(t0, &[20, 40, 400]);
+        let scan = stop_after(&chunks, t0);
+        assert_eq!(scan.stopped, Some(t0 + MS * 60));
+        assert_eq!(scan.heard_until, t0 + MS * 60);
+        let flowing = stop_after(&speech(t0, &[20, 40, 60]), t0);
+        assert_eq!(flowing.stopped, None);
+        assert_eq!(flowing.heard_until, t0 + MS * 80);
+        assert!(talking_at(&chunks, t0 + MS * 100));
+        assert!(!talking_at(&chunks, t0 + MS * 300));
+    }
+
+    #[test]
+    fn speech_after_a_pause_resumes() {
+        let t0 = Instant::now();
+        let scan = resume_after(&speech(t0, &[0, 20, 300]), t0 + MS * 10);
+        assert_eq!(scan.resumed, Some(t0 + MS * 300));
+        assert!(scan.flowing);
+        let on = resume_after(&speech(t0, &[0, 20, 40]), t0 + MS * 10);
+        assert_eq!(on.resumed, None);
+        assert_eq!(on.prev.map(|c| c.at), Some(t0 + MS * 40));
+    }
+
+    #[test]
+    fn playout_underruns_when_audio_arrives_after_the_queue_ran_dry() {
+        let t0 = Instant::now();
+        let mut p = Playout::default();
+        let buffer = MS * 40;
+        let a = p.arrive(t0, MS * 20, buffer);
+        assert!(a.underrun_since.is_none() && a.prev.is_none());
+        // Plays until t0 + 60 ms; the next chunk comes in time.
+        let b = p.arrive(t0 + MS * 20, MS * 20, buffer);
+        assert!(b.underrun_since.is_none());
+        assert_eq!(b.prev, Some((t0, MS * 20)));
+        // Queue ran dry at t0 + 80 ms.
+        let c = p.arrive(t0 + MS * 200, MS * 20, buffer);
+        assert_eq!(c.underrun_since, Some(t0 + MS * 80));
+        p.reset();
+        let d = p.arrive(t0 + MS * 900, MS * 20, buffer);
+        assert!(d.underrun_since.is_none() && d.prev.is_none());
+    }
+}
