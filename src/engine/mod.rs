@@ -1,11 +1,13 @@
 //! The engine: turns a compiled plan into concurrent virtual users and collects what they
 //! measured. Knows nothing of report formats.
 
+mod call;
 pub mod connect;
 mod http;
 mod open;
 pub mod schedule;
 mod session;
+mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

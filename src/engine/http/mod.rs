@@ -12,206 +12,37 @@
 //! (a body that is not JSON, or a captured field that is missing or not a number, with an
 //! excerpt), `connection_closed`.
 
-use std::sync::Arc;
+mod body;
+mod conn;
+
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
 use hyper::body::Bytes;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
-use super::session::{Ctx, Trace, wait_stop};
+use super::call::{Ctx, fail, scenario_timeout, wait_stop};
+use super::trace::{CallRecorder, Trace};
 use crate::distribution::format_duration;
-use crate::metrics::{Failure, FailureClass, HttpCounts, Marker, Sample};
+use crate::metrics::{Failure, FailureClass, HttpCounts};
 use crate::plan::HTTP_CHUNK_LATENCY;
 use crate::plan::compile::{Action, AudioOut, HttpTarget, ScenarioSpec, StepSpec};
-use crate::plan::model::{ChunkFormat, HttpBody, Pacing};
+use crate::plan::model::Pacing;
+use body::{chunk_body, excerpt};
+use conn::{Endpoint, classify, open, parse_endpoint};
 
 /// Largest response body read; a bigger one is a `protocol_error`.
 const MAX_RESPONSE: usize = 1 << 20;
-/// Characters of a response body quoted in a failure message.
-const EXCERPT_CHARS: usize = 200;
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Where chunks go, parsed once per call.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    https: bool,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
-fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("target url `{url}` is not a valid URL: {e}"))?;
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(format!("target url `{url}` is not http:// or https://")),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("target url `{url}` has no host"))?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = uri
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.as_str().to_string());
-    Ok(Endpoint {
-        https,
-        host,
-        port,
-        authority: authority.as_str().to_string(),
-        path,
-    })
-}
-
-/// Open a connection and do the HTTP/1.1 handshake.
-async fn open(
-    ep: &Endpoint,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<SendRequest<Full<Bytes>>, String> {
-    let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", ep.authority))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = if ep.https {
-        // The plan's `tls` settings (extra CA, insecure) when given, else the web PKI roots.
-        let mut config = match tls {
-            Some(c) => (**c).clone(),
-            None => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("TLS setup: {e}"))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth()
-            }
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-            .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", ep.host))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS handshake with {} failed: {e}", ep.authority))?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
-    let (sender, conn) = http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("HTTP handshake with {} failed: {e}", ep.authority))?;
-    tokio::spawn(async move {
-        // Ends when the call drops its sender or the server closes the connection.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// A complete PCM16 mono WAV file.
-pub fn wav_bytes(samples: &[i16], rate: u32) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.extend(pcm16_bytes(samples));
-    out
-}
-
-fn pcm16_bytes(samples: &[i16]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
-}
-
-/// The request's content type and body for one chunk.
-pub fn chunk_body(
-    http: &HttpTarget,
-    samples: &[i16],
-    rate: u32,
-    boundary: &str,
-) -> (String, Vec<u8>) {
-    let audio = match http.format {
-        ChunkFormat::Wav => wav_bytes(samples, rate),
-        ChunkFormat::Pcm16 => pcm16_bytes(samples),
-    };
-    match http.body {
-        HttpBody::Raw => (http.part_content_type.clone(), audio),
-        HttpBody::Multipart => {
-            let mut body = Vec::with_capacity(audio.len() + 256);
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
-                    http.field.replace('"', "%22"),
-                    http.file_name.replace('"', "%22"),
-                    http.part_content_type
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(&audio);
-            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-            (format!("multipart/form-data; boundary={boundary}"), body)
-        }
-    }
-}
-
-/// The start of a response body, printable, for failure messages.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
-    if out.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        format!("`{}`", out.trim())
-    }
-}
-
-fn fail(class: FailureClass, step: &StepSpec, message: impl Into<String>) -> Failure {
-    Failure {
-        class,
-        step: step.position(),
-        message: message.into(),
-    }
-}
 
 /// One call in progress.
 struct Call<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
     http: &'c HttpTarget,
-    trace: Trace,
+    recorder: CallRecorder,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Chunks sent so far in this call (numbers them from 1).
     sent: u64,
@@ -226,11 +57,12 @@ pub async fn run_iteration(
     scenario: &ScenarioSpec,
 ) -> (Trace, Option<Failure>) {
     let begin = Instant::now();
+    let run_start = ctx.run_start;
     let boundary = format!("planrun-{:016x}", rand::RngExt::random::<u64>(ctx.rng));
     let mut call = Call {
         ctx,
         http,
-        trace: Trace::default(),
+        recorder: CallRecorder::new(run_start),
         sender: None,
         sent: 0,
         counts: HttpCounts::default(),
@@ -242,11 +74,7 @@ pub async fn run_iteration(
             Err(_) => Some(Failure {
                 class: FailureClass::Timeout,
                 step: String::new(),
-                message: format!(
-                    "scenario `{}` took longer than its timeout {}",
-                    scenario.name,
-                    format_duration(t)
-                ),
+                message: scenario_timeout(&scenario.name, t),
             }),
         },
         None => call.run(scenario).await.err(),
@@ -264,31 +92,16 @@ pub async fn run_iteration(
         counts.call_us = begin.elapsed().as_micros() as u64;
     }
     call.ctx.rec.http.add(&counts);
-    (call.trace, failure)
+    (call.recorder.finish(), failure)
 }
 
 impl Call<'_, '_> {
-    fn run_us(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.ctx.run_start).as_micros() as u64
-    }
-
     fn record(&mut self, metric: &str, value: Duration, at: Instant) {
-        self.ctx.rec.record(metric, value);
-        let at_us = self.run_us(at);
-        self.trace.samples.push(Sample {
-            metric: metric.to_string(),
-            at_us,
-            value_ms: crate::metrics::sample_ms(value),
-        });
+        self.recorder.record(self.ctx.rec, metric, value, at);
     }
 
     fn mark(&mut self, kind: &str, at: Instant, detail: String) {
-        let at_us = self.run_us(at);
-        self.trace.markers.push(Marker {
-            kind: kind.to_string(),
-            at_us,
-            detail,
-        });
+        self.recorder.mark(kind, at, detail);
     }
 
     async fn sleep_until(&mut self, until: Instant, step: &StepSpec) -> Result<(), Failure> {
@@ -300,10 +113,10 @@ impl Call<'_, '_> {
     }
 
     async fn run(&mut self, scenario: &ScenarioSpec) -> Result<(), Failure> {
-        let ep = parse_endpoint(&self.ctx.conn.url).map_err(|message| Failure {
+        let ep = parse_endpoint(&self.ctx.conn.url).map_err(|e| Failure {
             class: FailureClass::ConnectError,
             step: String::new(),
-            message,
+            message: e.to_string(),
         })?;
         self.connect(&ep, None).await?;
         for step in &scenario.steps {
@@ -339,7 +152,7 @@ impl Call<'_, '_> {
         let sender = tokio::select! {
             r = tokio::time::timeout(self.ctx.connect_timeout, open(ep, self.ctx.conn.tls.as_ref())) => match r {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(failure(e)),
+                Ok(Err(e)) => return Err(failure(e.to_string())),
                 Err(_) => return Err(failure(format!(
                     "connecting to {} took longer than {}",
                     ep.authority,
@@ -509,79 +322,5 @@ impl Call<'_, '_> {
             }
         }
         Ok(())
-    }
-}
-
-fn classify(e: &hyper::Error) -> FailureClass {
-    if e.is_closed() || e.is_incomplete_message() || e.is_canceled() {
-        FailureClass::ConnectionClosed
-    } else if e.is_parse() || e.is_parse_status() {
-        FailureClass::ProtocolError
-    } else {
-        FailureClass::SendError
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(body: HttpBody, format: ChunkFormat) -> HttpTarget {
-        HttpTarget {
-            chunk: Duration::from_secs(1),
-            body,
-            format,
-            field: "audio".into(),
-            file_name: "c.wav".into(),
-            part_content_type: "audio/wav".into(),
-            method: "POST".into(),
-            response_timeout: Duration::from_secs(1),
-            capture: vec![],
-        }
-    }
-
-    #[test]
-    fn wav_header_round_trips_through_hound() {
-        let samples: Vec<i16> = (0..160).map(|i| (i * 100) as i16).collect();
-        let bytes = wav_bytes(&samples, 8000);
-        let mut r = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
-        assert_eq!(r.spec().sample_rate, 8000);
-        assert_eq!(r.spec().channels, 1);
-        let back: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
-        assert_eq!(back, samples);
-    }
-
-    #[test]
-    fn multipart_body_has_one_part_with_the_audio() {
-        let t = target(HttpBody::Multipart, ChunkFormat::Pcm16);
-        let (ct, body) = chunk_body(&t, &[1, -2], 16_000, "B");
-        assert_eq!(ct, "multipart/form-data; boundary=B");
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with(
-            "--B\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"c.wav\"\r\n"
-        ));
-        assert!(body.windows(4).any(|w| w == [1, 0, 0xfe, 0xff]));
-        assert!(text.ends_with("\r\n--B--\r\n"));
-    }
-
-    #[test]
-    fn excerpt_is_short_and_printable() {
-        assert_eq!(excerpt(b""), "(empty body)");
-        assert_eq!(excerpt(b"<h1>oops</h1>\n"), "`<h1>oops</h1>`");
-        let long = vec![b'x'; 1000];
-        assert_eq!(excerpt(&long).chars().count(), EXCERPT_CHARS + 3);
-    }
-
-    #[test]
-    fn endpoint_parsing() {
-        let e = parse_endpoint("http://127.0.0.1:8080/v1/score?lang=en").unwrap();
-        assert_eq!(
-            (e.https, e.host.as_str(), e.port),
-            (false, "127.0.0.1", 8080)
-        );
-        assert_eq!(e.path, "/v1/score?lang=en");
-        let e = parse_endpoint("https://[::1]/x").unwrap();
-        assert_eq!((e.https, e.host.as_str(), e.port), (true, "::1", 443));
-        assert!(parse_endpoint("ws://x/").is_err());
     }
 }

@@ -1,0 +1,224 @@
+//! The step interpreter: each step of a scenario against the socket, and the turn state the
+//! steps move (when the user speaks, the end of speech latencies are measured from, this
+//! turn's first audio).
+
+use tokio::time::Instant;
+
+use crate::metrics::{Failure, FailureClass};
+use crate::plan::compile::{Action, DEFAULT_AWAIT_TIMEOUT, StepSpec};
+use crate::protocol::Control;
+
+use super::timeline::{self, UserSpeech};
+use super::{Session, encode_failure};
+
+impl Session<'_, '_> {
+    /// The user starts speaking at `at` (until `end`, or until `speech_end` when None).
+    pub(super) fn user_starts(&mut self, at: Instant, end: Option<Instant>) {
+        let bot_was_talking = timeline::just_spoke(&self.chunks, at);
+        self.user = UserSpeech {
+            start: Some(at),
+            end,
+            bot_was_talking,
+            counted: false,
+        };
+        // A pause of the bot while the user talks is expected, not a glitch.
+        self.playout.reset();
+    }
+
+    /// The user finished speaking at `at`: latencies are measured from here, and reply audio
+    /// before it is not an answer to it.
+    pub(super) fn set_anchor(&mut self, at: Instant) {
+        self.anchor = at;
+        self.anchor_lag = self
+            .speech_end_lag
+            .filter(|(e, _)| *e == at)
+            .map(|(_, l)| l);
+
+        if self.user.end.is_none_or(|e| e > at) {
+            self.user.end = Some(at);
+        }
+        self.marked_first = (false, false);
+        self.playout.reset();
+        self.marks.insert("speech_end".into(), at);
+        self.mark("speech_end", at, String::new());
+        // Reply audio may already have arrived (e.g. during trailing silence).
+        self.mark_firsts();
+    }
+
+    /// The first reply chunk answering the current end of speech: at or after it and, if the
+    /// bot was still talking then (the tail of an earlier answer), only after a silence longer
+    /// than [`timeline::RESUME_GAP`].
+    pub(super) fn first_after_anchor(&self, speech_only: bool) -> Option<Instant> {
+        timeline::first_after(&self.chunks, self.anchor, speech_only)
+    }
+
+    /// Put this turn's first audio and first speech on the timeline once they exist.
+    pub(super) fn mark_firsts(&mut self) {
+        if !self.marked_first.0
+            && let Some(at) = self.first_after_anchor(false)
+        {
+            self.marked_first.0 = true;
+            self.mark("first_audio", at, String::new());
+        }
+        if !self.marked_first.1
+            && let Some(at) = self.first_after_anchor(true)
+        {
+            self.marked_first.1 = true;
+            self.mark("first_speech", at, String::new());
+        }
+    }
+
+    pub(super) async fn step(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        match &step.action {
+            Action::SendAudio(out) => {
+                let start = Instant::now();
+                let speech_end = self.stream_audio(step, out, start).await?;
+                self.set_anchor(speech_end);
+                Ok(())
+            }
+            Action::Send(control) => self.send_control(step, *control).await,
+            Action::Await {
+                event,
+                record,
+                from,
+                timeout,
+                capture,
+            } => {
+                let reference = self.reference(step, from.as_deref())?;
+                let deadline = Instant::now() + *timeout;
+                let (at, json) = self.next_event(step, event, deadline, false).await?;
+                self.after_event(
+                    event,
+                    at,
+                    json.as_ref(),
+                    reference,
+                    record.as_deref(),
+                    capture,
+                );
+                Ok(())
+            }
+            Action::Wait(dist) => {
+                let until = Instant::now() + dist.sample(self.ctx.rng);
+                self.pump_until(step, until).await
+            }
+            Action::Interrupt {
+                after,
+                audio,
+                explicit,
+                speech_end,
+            } => {
+                let first = match self.first_after_anchor(false) {
+                    Some(t) => t,
+                    None => {
+                        let deadline = Instant::now() + DEFAULT_AWAIT_TIMEOUT;
+                        self.next_event(step, "first_audio", deadline, false)
+                            .await?
+                            .0
+                    }
+                };
+                let due = first + after.sample(self.ctx.rng);
+                self.pump_until(step, due).await?;
+                let control = if *explicit {
+                    Control::Interrupt
+                } else {
+                    Control::SpeechStart
+                };
+                let msgs = self
+                    .codec
+                    .control(control, None, Instant::now())
+                    .map_err(|e| encode_failure(step, e))?;
+                for msg in msgs {
+                    self.send(step, msg).await?;
+                }
+                let at = Instant::now();
+                self.marks.insert("interrupt".into(), at);
+                self.last_interrupt = Some(at);
+                self.mark("interrupt", at, String::new());
+                self.user_starts(at, None);
+                let mut end = at;
+                if let Some(out) = audio {
+                    end = self.stream_audio(step, out, at).await?;
+                }
+                if *speech_end {
+                    self.pump_until(step, end).await?;
+                    self.send_control(step, Control::SpeechEnd).await?;
+                } else {
+                    self.set_anchor(end);
+                }
+                Ok(())
+            }
+            Action::Mark(name) => {
+                let now = Instant::now();
+                self.marks.insert(name.clone(), now);
+                self.mark(&format!("mark:{name}"), now, String::new());
+                Ok(())
+            }
+            Action::Expect {
+                what,
+                record,
+                from,
+                within,
+                capture,
+                check,
+            } => {
+                let result = self
+                    .evaluate(
+                        step,
+                        what,
+                        record.as_deref(),
+                        from.as_deref(),
+                        *within,
+                        capture,
+                    )
+                    .await;
+                match (check, result) {
+                    (None, r) => r,
+                    (Some(name), Ok(())) => {
+                        self.ctx.rec.check(name, true);
+                        Ok(())
+                    }
+                    (Some(_), Err(f)) if f.class == FailureClass::Aborted => Err(f),
+                    (Some(name), Err(f)) => {
+                        self.ctx.rec.check(name, false);
+                        self.mark(
+                            "check_failed",
+                            Instant::now(),
+                            format!("{name}: {}", f.message),
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_control(&mut self, step: &StepSpec, control: Control) -> Result<(), Failure> {
+        let text = if control == Control::SpeechEnd {
+            self.said.take()
+        } else {
+            None
+        };
+        let msgs = self
+            .codec
+            .control(control, text.as_deref(), Instant::now())
+            .map_err(|e| encode_failure(step, e))?;
+        for msg in msgs {
+            self.send(step, msg).await?;
+        }
+        let now = Instant::now();
+        match control {
+            Control::SpeechEnd => self.set_anchor(now),
+            Control::SpeechStart => {
+                self.marks.insert("speech_start".into(), now);
+                self.mark("speech_start", now, String::new());
+                self.user_starts(now, None);
+            }
+            Control::Interrupt => {
+                self.marks.insert("interrupt".into(), now);
+                self.last_interrupt = Some(now);
+                self.mark("interrupt", now, String::new());
+            }
+        }
+        Ok(())
+    }
+}
