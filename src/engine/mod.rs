@@ -31,7 +31,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves [`STOP_GRACE`] after the run is stopped.
 async fn stopped_past_grace(mut stop: watch::Receiver<bool>) {
-    session::wait_stop(&mut stop).await;
+    call::wait_stop(&mut stop).await;
     tokio::time::sleep(STOP_GRACE).await;
 }
 
@@ -326,10 +326,10 @@ async fn finish(
 
 /// One iteration over the plan's protocol.
 async fn run_one(
-    ctx: &mut session::Ctx<'_>,
+    ctx: &mut call::Ctx<'_>,
     plan: &CompiledPlan,
     scenario: &ScenarioSpec,
-) -> (session::Trace, Option<crate::metrics::Failure>) {
+) -> (trace::Trace, Option<crate::metrics::Failure>) {
     match &plan.target.http {
         Some(http) => http::run_iteration(ctx, http, scenario).await,
         None => session::run_iteration(ctx, scenario).await,
@@ -355,7 +355,7 @@ async fn user_loop(
     let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
     tokio::select! {
         _ = sleep_until(start_at) => {}
-        _ = session::wait_stop(&mut stop) => return rec,
+        _ = call::wait_stop(&mut stop) => return rec,
     }
     progress.active_users.fetch_add(1, Ordering::Relaxed);
     let mut iteration: u64 = 0;
@@ -371,7 +371,7 @@ async fn user_loop(
         let idx = choose_scenario(&plan.scenarios, &mut rng);
         let scenario = &plan.scenarios[idx];
         let begin = Instant::now();
-        let mut ctx = session::Ctx {
+        let mut ctx = call::Ctx {
             conn: &conn,
             wire: &plan.target.wire,
             connect_timeout: plan.target.connect_timeout,
@@ -395,7 +395,7 @@ async fn user_loop(
                 .await
                 .unwrap_or_else(|_| {
                     (
-                        session::Trace::default(),
+                        trace::Trace::default(),
                         Some(crate::metrics::Failure {
                             class: FailureClass::Timeout,
                             step: String::new(),
@@ -413,7 +413,7 @@ async fn user_loop(
         let outcome = tokio::select! {
             o = call => o,
             () = stopped_past_grace(stop.clone()) => (
-                session::Trace::default(),
+                trace::Trace::default(),
                 Some(crate::metrics::Failure {
                     class: FailureClass::Aborted,
                     step: String::new(),
@@ -470,7 +470,7 @@ async fn user_loop(
             let until = Instant::now() + think.sample(&mut rng);
             tokio::select! {
                 _ = sleep_until(until) => {}
-                _ = session::wait_stop(&mut stop) => break,
+                _ = call::wait_stop(&mut stop) => break,
                 () = open::left(&mut leave) => break,
             }
         }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::schedule::{ArrivalSpec, LATE_TOLERANCE, Segment, user_steps};
-use super::{IterationSink, Progress, connect, session, user_loop};
+use super::{IterationSink, Progress, call, connect, user_loop};
 use crate::metrics::{ArrivalStats, DropReason, DroppedArrival, Recorder};
 use crate::plan::compile::CompiledPlan;
 
@@ -80,7 +80,7 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
         let due = sh.run_start + offset;
         tokio::select! {
             _ = sleep_until(due) => {}
-            _ = session::wait_stop(&mut stop) => break,
+            _ = call::wait_stop(&mut stop) => break,
         }
         if *stop.borrow() {
             break;
@@ -146,7 +146,7 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
         let due = sh.run_start + offset;
         tokio::select! {
             _ = sleep_until(due) => {}
-            _ = session::wait_stop(&mut stop) => break,
+            _ = call::wait_stop(&mut stop) => break,
         }
         if *stop.borrow() {
             break;
@@ -195,7 +195,7 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
 /// Resolves when `leave` turns true (never for a user without one).
 pub(super) async fn left(leave: &mut Option<watch::Receiver<bool>>) {
     match leave {
-        Some(rx) => session::wait_stop(rx).await,
+        Some(rx) => call::wait_stop(rx).await,
         None => std::future::pending::<()>().await,
     }
 }

@@ -40,11 +40,11 @@ use crate::protocol::custom::CustomCodec;
 use crate::protocol::openai::OpenAiCodec;
 use crate::protocol::twilio::TwilioCodec;
 
-pub(crate) use super::call::{Ctx, wait_stop};
+use super::call::Ctx;
 use super::call::{fail, scenario_timeout};
 use super::connect::{self, Ws};
 use super::trace::CallRecorder;
-pub(crate) use super::trace::Trace;
+use super::trace::Trace;
 use ingest::Inbound;
 use pacing::IDLE_FRAME;
 use timeline::{Chunk, Playout, UserSpeech};
