@@ -148,10 +148,10 @@ pub struct LoadSpec {
     pub think_time: Option<Dist>,
     pub seed: u64,
     /// Open model (`arrival_rate`): the arrival schedule; `users` is then its `max_users`.
-    pub arrivals: Option<crate::engine::schedule::ArrivalSpec>,
+    pub arrivals: Option<super::load_shape::ArrivalSpec>,
     /// Closed model with ramping `stages`: the target user count's pieces; `users` is then
     /// the peak.
-    pub stages: Option<Vec<crate::engine::schedule::Segment>>,
+    pub stages: Option<Vec<super::load_shape::Segment>>,
     /// (`--shard i/n`, set by the caller) run only this shard of the users.
     pub shard: Option<crate::shard::Shard>,
 }
@@ -662,9 +662,10 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     let load = &plan.load;
     let arrivals = super::shape::arrivals(load);
     let stages = super::shape::user_stages(load);
-    let shaped_duration = arrivals.as_ref().map(|a| a.duration()).or(stages
-        .as_deref()
-        .map(crate::engine::schedule::stages_duration));
+    let shaped_duration = arrivals
+        .as_ref()
+        .map(|a| a.duration())
+        .or(stages.as_deref().map(super::load_shape::stages_duration));
     let duration = shaped_duration.or(load.duration.map(|d| d.0));
     let users_list = load
         .users

@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod diag;
+pub mod load_shape;
 pub mod model;
 pub mod secrets;
 pub mod shape;

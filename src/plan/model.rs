@@ -7,15 +7,16 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::threshold_expr::ThresholdExpr;
 use crate::distribution::{Dist, format_duration, parse_duration};
+use crate::protocol::OneOrMany;
+use crate::protocol::openai::TurnDetection;
 
 // ---------------------------------------------------------------------------------------------
 // Scalar wrappers
@@ -81,53 +82,6 @@ impl JsonSchema for Jitter {
                 Drawn from the run's seeded RNG.",
             "examples": ["500ms", "300ms..800ms", "normal(500ms, 50ms)", "exponential(200ms)", "lognormal(400ms, 0.3)"]
         })
-    }
-}
-
-/// One value or a list of values (`ttfa: p95 < 1s` or `ttfa: [p95 < 1s, p99 < 2s]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OneOrMany<T>(pub Vec<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = OneOrMany<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a value or a list of values")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                T::deserialize(de::value::StrDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                T::deserialize(de::value::U64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                T::deserialize(de::value::I64Deserializer::new(v)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(v) = seq.next_element()? {
-                    out.push(v);
-                }
-                Ok(OneOrMany(out))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-impl<T: JsonSchema> JsonSchema for OneOrMany<T> {
-    fn schema_name() -> Cow<'static, str> {
-        format!("OneOrMany_{}", T::schema_name()).into()
-    }
-    fn json_schema(g: &mut SchemaGenerator) -> Schema {
-        let one = g.subschema_for::<T>();
-        json_schema!({ "anyOf": [one, { "type": "array", "items": one }] })
     }
 }
 
@@ -363,18 +317,6 @@ pub struct TwilioSpec {
     /// `customParameters` of the `start` message (values may use `{{ env.NAME }}`).
     #[serde(default)]
     pub custom_parameters: BTreeMap<String, String>,
-}
-
-/// Who decides when the caller finished a turn (`openai-realtime`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TurnDetection {
-    /// The server's voice activity detection (the API's default).
-    #[default]
-    ServerVad,
-    /// `turn_detection: null`: planrun commits the audio buffer and asks for a response at each
-    /// `speech_end`.
-    Manual,
 }
 
 /// Settings of the `openai-realtime` adapter.

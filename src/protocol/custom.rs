@@ -19,8 +19,7 @@ use super::client::{
     WireEvent, b64, base64_field, excerpt, mulaw_bytes, mulaw_samples, parse_json, pcm16_bytes,
     sid, unexpected_binary,
 };
-use super::{Control, ProtocolError, decode_pcm16};
-use crate::plan::model::OneOrMany;
+use super::{Control, OneOrMany, ProtocolError, decode_pcm16};
 
 /// A protocol mapping.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
