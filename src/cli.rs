@@ -424,7 +424,7 @@ fn fresh_out_dir(wanted: &std::path::Path, overwrite: bool) -> PathBuf {
         .unwrap_or_else(|| wanted.to_path_buf())
 }
 
-fn parse_dist(s: &str) -> Result<Dist, String> {
+fn parse_dist(s: &str) -> Result<Dist, crate::distribution::DistError> {
     s.parse()
 }
 

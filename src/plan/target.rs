@@ -41,7 +41,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
     let mut interp = |path: &[Seg], value: &str| match interpolate_env(value) {
         Ok(v) => v,
         Err(e) => {
-            err(path, e);
+            err(path, e.to_string());
             String::new()
         }
     };
@@ -111,7 +111,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
                     Err(e) => {
                         errs.push(lp.diag(
                             &plan_path!["target", "custom", "vars", k.as_str()],
-                            e,
+                            e.to_string(),
                             None,
                         ));
                         String::new()
@@ -130,7 +130,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
                 Ok(p) => custom = Some(p),
                 Err(list) => {
                     for e in list {
-                        errs.push(lp.diag(&plan_path!["target", "custom"], e, None));
+                        errs.push(lp.diag(&plan_path!["target", "custom"], e.to_string(), None));
                     }
                 }
             }

@@ -61,28 +61,43 @@ pub struct Rate {
     pub per_second: f64,
 }
 
+/// Why a rate did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("`{0}` is not a rate: write e.g. `5/s` or `300/m`")]
+    NoSlash(String),
+    #[error("`{text}` is not a rate: `{number}` is not a number")]
+    NotANumber { text: String, number: String },
+    #[error("`{text}`: unknown rate unit `{unit}` (use `/s`, `/m` or `/h`)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is not a finite rate")]
+    NotFinite(String),
+}
+
 impl Rate {
-    pub fn parse(text: &str) -> Result<f64, String> {
+    /// Arrivals per second of `5/s`, `300/m`, `7200/h`.
+    pub fn parse(text: &str) -> Result<f64, RateError> {
         let t = text.trim();
         let (num, unit) = t
             .split_once('/')
-            .ok_or_else(|| format!("`{t}` is not a rate: write e.g. `5/s` or `300/m`"))?;
-        let n: f64 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{t}` is not a rate: `{}` is not a number", num.trim()))?;
+            .ok_or_else(|| RateError::NoSlash(t.to_string()))?;
+        let n: f64 = num.trim().parse().map_err(|_| RateError::NotANumber {
+            text: t.to_string(),
+            number: num.trim().to_string(),
+        })?;
         let per = match unit.trim() {
             "s" | "sec" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
             u => {
-                return Err(format!(
-                    "`{t}`: unknown rate unit `{u}` (use `/s`, `/m` or `/h`)"
-                ));
+                return Err(RateError::UnknownUnit {
+                    text: t.to_string(),
+                    unit: u.to_string(),
+                });
             }
         };
         if !n.is_finite() {
-            return Err(format!("`{t}` is not a finite rate"));
+            return Err(RateError::NotFinite(t.to_string()));
         }
         Ok(n / per)
     }
