@@ -1,7 +1,7 @@
 """The `planrun bench` workload, written for Locust (gevent) + websocket-client.
 
 Each Locust user runs a closed loop of calls against a voice agent speaking planrun's raw
-protocol (README, "The raw protocol"), exactly as `planrun bench` does (src/bench.rs):
+protocol (docs/protocols.md, "The raw protocol"), exactly as `planrun bench` does (src/bench.rs):
 
   connect -> stream 1 s of a 220 Hz tone (PCM16 LE mono 16 kHz, RMS -20 dBFS, 5 ms fades) as
   50 binary frames of 20 ms, frame i due at start + (i+1) * 20 ms on an absolute schedule

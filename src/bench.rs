@@ -19,7 +19,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use crate::distribution::format_duration;
-use crate::engine::{self, Progress};
+use crate::engine;
+use crate::metrics::progress::Progress;
 use crate::plan;
 
 /// What to measure.
@@ -127,8 +128,26 @@ impl Drop for AgentProcess {
     }
 }
 
-fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find planrun itself: {e}"))?;
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The agent process could not be started or did not answer.
+    #[error("{0}")]
+    Agent(String),
+    /// A file of the benchmark could not be written.
+    #[error("{0}")]
+    Io(String),
+    /// The generated plan did not load (a bug in the benchmark).
+    #[error("{0}")]
+    Plan(String),
+    /// A step's run failed.
+    #[error("{0}")]
+    Run(String),
+}
+
+fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, BenchError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Agent(format!("cannot find planrun itself: {e}")))?;
     let delay = format!("{}ms", cfg.delay.as_millis());
     let reply = format!("{}ms", cfg.reply.as_millis());
     let agent_args = [
@@ -157,11 +176,11 @@ fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the agent process: {e}"))?;
+        .map_err(|e| BenchError::Agent(format!("cannot start the agent process: {e}")))?;
     let stderr = child
         .stderr
         .take()
-        .ok_or_else(|| "the agent process has no stderr".to_string())?;
+        .ok_or_else(|| BenchError::Agent("the agent process has no stderr".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -175,9 +194,9 @@ fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, String> {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| "the agent process did not report its address within 20 s".to_string())?;
+    let url = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
+        BenchError::Agent("the agent process did not report its address within 20 s".into())
+    })?;
     Ok(AgentProcess { child, url })
 }
 
@@ -212,21 +231,22 @@ scenarios:
 
 fn quantile_ms(h: Option<&Histogram<u64>>, q: f64) -> f64 {
     h.filter(|h| !h.is_empty())
-        .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64 / 1000.0)
+        .map_or(f64::NAN, |h| crate::stats::hist_ms(h, q))
 }
 
 async fn run_step(
     cfg: &BenchConfig,
     agent: &AgentProcess,
     users: u32,
-) -> Result<StepResult, String> {
+) -> Result<StepResult, BenchError> {
     let dir = std::env::temp_dir().join(format!("planrun-bench-{}-{users}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join("bench.yaml");
     std::fs::write(&path, plan_text(cfg, users, &agent.url))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let loaded = plan::load(&path).map_err(|e| e.to_string())?;
-    let compiled = plan::compile::compile(&loaded).map_err(|e| e.to_string())?;
+        .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", path.display())))?;
+    let loaded = plan::load(&path).map_err(|e| BenchError::Plan(e.to_string()))?;
+    let compiled = plan::compile::compile(&loaded).map_err(|e| BenchError::Plan(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&dir);
 
     let rss_base = rss_mb();
@@ -250,7 +270,7 @@ async fn run_step(
     let (_tx, rx) = watch::channel(false);
     let outcome = engine::run(&compiled, rx, Arc::new(Progress::default()))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| BenchError::Run(e.to_string()))?;
     let wall = started.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s() - cpu0;
     done.store(true, Ordering::Relaxed);
@@ -332,7 +352,7 @@ pub fn row(r: &StepResult, wall_s: f64) -> String {
 }
 
 /// Run every step and print the table; returns the results.
-pub async fn run(cfg: &BenchConfig) -> Result<Vec<StepResult>, String> {
+pub async fn run(cfg: &BenchConfig) -> Result<Vec<StepResult>, BenchError> {
     let agent = start_agent(cfg)?;
     eprintln!(
         "planrun bench: agent process at {} (fixed delay {}, replies {}{}); planrun pid {}",

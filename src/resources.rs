@@ -6,48 +6,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use crate::contract::{ResourceSample, ResourceSeries};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
-/// One sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResourceSample {
-    /// Seconds since sampling started (just before the run).
-    pub t_s: f64,
-    /// CPU use of planrun in percent of one core (can exceed 100 on several cores).
-    pub cpu_pct: f64,
-    /// Resident memory of planrun in MiB.
-    pub rss_mb: f64,
-    #[serde(default)]
-    pub target_cpu_pct: Option<f64>,
-    #[serde(default)]
-    pub target_rss_mb: Option<f64>,
-}
-
-/// The samples of one run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResourceSeries {
-    pub interval_s: f64,
-    /// Logical CPUs of the machine.
-    pub cpus: usize,
-    #[serde(default)]
-    pub target_pid: Option<u32>,
-    /// The target is the built-in agent, inside planrun's own process: its use is included in
-    /// planrun's numbers.
-    #[serde(default)]
-    pub agent_in_process: bool,
-    #[serde(default)]
-    pub samples: Vec<ResourceSample>,
-}
-
-impl ResourceSeries {
-    pub fn max_cpu_pct(&self) -> Option<f64> {
-        self.samples.iter().map(|s| s.cpu_pct).reduce(f64::max)
-    }
-    pub fn max_rss_mb(&self) -> Option<f64> {
-        self.samples.iter().map(|s| s.rss_mb).reduce(f64::max)
-    }
-}
 
 /// A running sampler; [`Sampler::stop`] ends it and returns the samples.
 pub struct Sampler {
@@ -102,10 +62,23 @@ impl Sampler {
     }
 }
 
+/// The open-file limit could not be read or raised.
+#[derive(Debug, thiserror::Error)]
+pub enum FdLimitError {
+    #[error("cannot read the open-file limit: {0}")]
+    Read(std::io::Error),
+    #[error("cannot raise the open-file limit from {from} to {to}: {source}")]
+    Raise {
+        from: u64,
+        to: u64,
+        source: std::io::Error,
+    },
+}
+
 /// Raise the soft limit on open files (RLIMIT_NOFILE) to the hard limit, so many users don't
 /// run out of sockets. Returns `Some((old, new))` when it was raised, `None` when already at
 /// the hard limit (or not on Unix).
-pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
+pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, FdLimitError> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -114,10 +87,7 @@ pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
         };
         // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return Err(format!(
-                "cannot read the open-file limit: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(FdLimitError::Read(std::io::Error::last_os_error()));
         }
         let old = lim.rlim_cur;
         // macOS refuses values above OPEN_MAX even when the hard limit is unlimited.
@@ -131,10 +101,12 @@ pub fn raise_fd_limit() -> Result<Option<(u64, u64)>, String> {
         lim.rlim_cur = target;
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(format!(
-                "cannot raise the open-file limit from {old} to {target}: {}",
-                std::io::Error::last_os_error()
-            ));
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+            return Err(FdLimitError::Raise {
+                from: old as u64,
+                to: target as u64,
+                source: std::io::Error::last_os_error(),
+            });
         }
         #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
         Ok(Some((old as u64, target as u64)))

@@ -9,19 +9,54 @@
 //! Kubernetes) and `PLANRUN_SHARDS` (the Job's `completions`, set in the manifest: Kubernetes
 //! does not expose it). An explicit `--shard` wins.
 //!
-//! A shard writes everything `planrun merge` needs to rebuild exact totals ([`ShardReport`] in
-//! `metrics.json`; [`Shard`] in `run_info.json` from the start).
-
-use std::collections::BTreeMap;
+//! A shard writes everything `planrun merge` needs to rebuild exact totals
+//! (the contract's `ShardReport` in `metrics.json` and, from the start, in `run_info.json`).
+//! This module is only the shard spec: it imports nothing from the crate.
 
 use serde::{Deserialize, Serialize};
-
-use crate::metrics::{CheckCounts, HttpCounts, Summary};
 
 /// The Kubernetes Indexed Job's completion index (0-based), set by Kubernetes in every pod.
 pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// The number of shards (the Job's `completions`), set in the manifest.
 pub const COUNT_ENV: &str = "PLANRUN_SHARDS";
+
+/// A shard that cannot be: a bad `--shard` or Kubernetes environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("the shard count must be at least 1")]
+    NoShards,
+    #[error(
+        "shard index {index} is out of range for {count} shard(s): indexes are 0-based, 0..={}",
+        count - 1
+    )]
+    OutOfRange { index: u32, count: u32 },
+    #[error("`{0}` is not a shard: expected INDEX/COUNT, e.g. 0/3")]
+    Syntax(String),
+    #[error("`{text}`: the {what} `{value}` is not a whole number")]
+    NotANumber {
+        text: String,
+        what: &'static str,
+        value: String,
+    },
+    #[error("{INDEX_ENV}=`{0}` is not a whole number (expected the 0-based shard index)")]
+    BadIndexEnv(String),
+    #[error("{COUNT_ENV}=`{0}` is not a whole number (expected the shard count)")]
+    BadCountEnv(String),
+    #[error("from {INDEX_ENV}={index} and {COUNT_ENV}={count}: {source}")]
+    FromEnv {
+        index: u32,
+        count: u32,
+        source: Box<ShardError>,
+    },
+    #[error(
+        "{INDEX_ENV}={0} is set (a Kubernetes Indexed Job) but {COUNT_ENV} is not: set {COUNT_ENV} to the Job's completions, or pass --shard INDEX/COUNT"
+    )]
+    IndexWithoutCount(String),
+    #[error(
+        "{COUNT_ENV}={0} is set but {INDEX_ENV} is not: run inside an Indexed Job, or pass --shard INDEX/COUNT"
+    )]
+    CountWithoutIndex(String),
+}
 
 /// Shard `index` (0-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -38,15 +73,12 @@ impl std::fmt::Display for Shard {
 
 impl Shard {
     /// Shard `index` of `count`, checked: `count ≥ 1` and `index < count`.
-    pub fn new(index: u32, count: u32) -> Result<Self, String> {
+    pub fn new(index: u32, count: u32) -> Result<Self, ShardError> {
         if count == 0 {
-            return Err("the shard count must be at least 1".into());
+            return Err(ShardError::NoShards);
         }
         if index >= count {
-            return Err(format!(
-                "shard index {index} is out of range for {count} shard(s): indexes are 0-based, 0..={}",
-                count - 1
-            ));
+            return Err(ShardError::OutOfRange { index, count });
         }
         Ok(Shard { index, count })
     }
@@ -70,16 +102,18 @@ impl Shard {
 }
 
 impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ShardError;
+    fn from_str(s: &str) -> Result<Self, ShardError> {
         let (i, n) = s
             .trim()
             .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not a shard: expected INDEX/COUNT, e.g. 0/3"))?;
-        let num = |t: &str, what: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("`{s}`: the {what} `{}` is not a whole number", t.trim()))
+            .ok_or_else(|| ShardError::Syntax(s.to_string()))?;
+        let num = |t: &str, what: &'static str| {
+            t.trim().parse::<u32>().map_err(|_| ShardError::NotANumber {
+                text: s.to_string(),
+                what,
+                value: t.trim().to_string(),
+            })
         };
         Shard::new(num(i, "index")?, num(n, "count")?)
     }
@@ -98,7 +132,7 @@ pub fn users_of(shard: Option<Shard>, total: u32) -> Vec<u32> {
 pub fn resolve(
     flag: Option<Shard>,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Shard>, String> {
+) -> Result<Option<Shard>, ShardError> {
     if flag.is_some() {
         return Ok(flag);
     }
@@ -107,78 +141,22 @@ pub fn resolve(
     match (index, count) {
         (None, None) => Ok(None),
         (Some(i), Some(n)) => {
-            let i: u32 = i.trim().parse().map_err(|_| {
-                format!(
-                    "{INDEX_ENV}=`{i}` is not a whole number (expected the 0-based shard index)"
-                )
-            })?;
-            let n: u32 = n.trim().parse().map_err(|_| {
-                format!("{COUNT_ENV}=`{n}` is not a whole number (expected the shard count)")
-            })?;
-            Shard::new(i, n)
-                .map(Some)
-                .map_err(|e| format!("from {INDEX_ENV}={i} and {COUNT_ENV}={n}: {e}"))
+            let i: u32 = i
+                .trim()
+                .parse()
+                .map_err(|_| ShardError::BadIndexEnv(i.clone()))?;
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| ShardError::BadCountEnv(n.clone()))?;
+            Shard::new(i, n).map(Some).map_err(|e| ShardError::FromEnv {
+                index: i,
+                count: n,
+                source: Box::new(e),
+            })
         }
-        (Some(i), None) => Err(format!(
-            "{INDEX_ENV}={i} is set (a Kubernetes Indexed Job) but {COUNT_ENV} is not: set {COUNT_ENV} to the Job's completions, or pass --shard INDEX/COUNT"
-        )),
-        (None, Some(n)) => Err(format!(
-            "{COUNT_ENV}={n} is set but {INDEX_ENV} is not: run inside an Indexed Job, or pass --shard INDEX/COUNT"
-        )),
-    }
-}
-
-/// A shard's record in `metrics.json` (`shard`): which shard it was, and the totals that the
-/// other fields only hold rounded or not at all, so `planrun merge` sums them exactly.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ShardReport {
-    pub index: u32,
-    pub count: u32,
-    /// The plan's users (all shards together).
-    pub total_users: u32,
-    /// The global user indexes this shard ran.
-    pub users: Vec<u32>,
-    /// `check` outcomes by check name.
-    pub checks: BTreeMap<String, CheckCounts>,
-    /// The audio send lag's HDR histogram (µs), base64 V2 + deflate like `histograms`.
-    pub send_lag: Option<String>,
-    /// (`http_chunks`) raw chunk and call totals.
-    pub http: HttpCounts,
-}
-
-impl ShardReport {
-    /// The shard's identity, before it ran (for `run_info.json`).
-    pub fn planned(shard: Shard, total_users: u32) -> Self {
-        ShardReport {
-            index: shard.index,
-            count: shard.count,
-            total_users,
-            users: shard.users(total_users),
-            ..ShardReport::default()
-        }
-    }
-
-    /// The shard's identity and its exact totals, after it ran.
-    pub fn finished(shard: Shard, total_users: u32, s: &Summary) -> Self {
-        ShardReport {
-            checks: s.recorder.checks.clone(),
-            send_lag: s
-                .recorder
-                .send_lag
-                .as_ref()
-                .filter(|h| !h.is_empty())
-                .and_then(crate::report::hist::encode),
-            http: s.recorder.http,
-            ..ShardReport::planned(shard, total_users)
-        }
-    }
-
-    pub fn shard(&self) -> Shard {
-        Shard {
-            index: self.index,
-            count: self.count,
-        }
+        (Some(i), None) => Err(ShardError::IndexWithoutCount(i)),
+        (None, Some(n)) => Err(ShardError::CountWithoutIndex(n)),
     }
 }
 
@@ -190,7 +168,7 @@ mod tests {
     fn parses_and_rejects() {
         assert_eq!("0/3".parse::<Shard>(), Ok(Shard { index: 0, count: 3 }));
         assert_eq!(" 2 / 3 ".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
-        let err = |s: &str| s.parse::<Shard>().unwrap_err();
+        let err = |s: &str| s.parse::<Shard>().unwrap_err().to_string();
         assert!(err("3/3").contains("out of range"), "{}", err("3/3"));
         assert!(err("0/0").contains("at least 1"), "{}", err("0/0"));
         assert!(err("1").contains("INDEX/COUNT"), "{}", err("1"));
@@ -245,13 +223,21 @@ mod tests {
         let flag = Some(Shard { index: 0, count: 2 });
         assert_eq!(resolve(flag, k8s), Ok(flag));
         assert_eq!(resolve(None, env(&[])), Ok(None));
-        let e = resolve(None, env(&[(INDEX_ENV, "1")])).unwrap_err();
+        let e = resolve(None, env(&[(INDEX_ENV, "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(COUNT_ENV), "{e}");
-        let e = resolve(None, env(&[(COUNT_ENV, "3")])).unwrap_err();
+        let e = resolve(None, env(&[(COUNT_ENV, "3")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(INDEX_ENV), "{e}");
-        let e = resolve(None, env(&[(INDEX_ENV, "3"), (COUNT_ENV, "3")])).unwrap_err();
+        let e = resolve(None, env(&[(INDEX_ENV, "3"), (COUNT_ENV, "3")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out of range"), "{e}");
-        let e = resolve(None, env(&[(INDEX_ENV, "x"), (COUNT_ENV, "3")])).unwrap_err();
+        let e = resolve(None, env(&[(INDEX_ENV, "x"), (COUNT_ENV, "3")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a whole number"), "{e}");
     }
 }

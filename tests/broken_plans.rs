@@ -1,9 +1,14 @@
 //! The broken-plan corpus: every plan in `tests/broken_plans/` is rejected by both
 //! `planrun validate` and `planrun PLAN` with exit code 2 and an error naming the file, the line
-//! and column of the culprit, and what is wrong.
+//! and column of the culprit, and what is wrong. Beside each plan, `<case>.<ext>.err` holds exactly
+//! what `planrun validate tests/broken_plans/<case>.<ext>` prints on stderr (plain, no colour);
+//! `PLANRUN_BLESS=1 cargo test --test broken_plans` rewrites those files from the actual output.
 
 use std::path::Path;
 use std::process::Command;
+
+#[path = "golden/check.rs"]
+mod check;
 
 /// (file, line:column, words the message must contain)
 const CASES: &[(&str, &str, &str)] = &[
@@ -165,4 +170,46 @@ fn the_corpus_has_a_case_for_every_plan_file() {
         .collect();
     present.sort_unstable();
     assert_eq!(listed, present, "every broken plan needs an entry in CASES");
+}
+
+/// The `.err` golden beside a plan: `zero_users.yaml` -> `zero_users.yaml.err` (the whole file
+/// name, as a TOML case and a YAML case may share a stem).
+fn err_file(plan: &str) -> String {
+    format!("tests/broken_plans/{plan}.err")
+}
+
+#[test]
+fn every_broken_plan_prints_exactly_its_err_file() {
+    let mut failures = Vec::new();
+    for (file, _, _) in CASES {
+        let shown = format!("tests/broken_plans/{file}");
+        let (code, stderr) = planrun(&["validate", &shown]);
+        if code != 2 {
+            failures.push(format!("planrun validate {shown}: exit {code}, want 2"));
+        }
+        if let Err(e) = check::golden(Path::new(&err_file(file)), &stderr) {
+            failures.push(e);
+        }
+        // A run stops at the same error, printed the same way.
+        let (_, run_stderr) = planrun(&[&shown]);
+        if let Some(diff) = check::first_difference(&stderr, &run_stderr) {
+            failures.push(format!(
+                "planrun {shown} and planrun validate {shown} print different errors; \
+                 validate vs run at {diff}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_err_file_belongs_to_a_case() {
+    let wanted: Vec<String> = CASES.iter().map(|c| err_file(c.0)).collect();
+    let orphans: Vec<String> = std::fs::read_dir("tests/broken_plans")
+        .expect("read corpus")
+        .filter_map(|e| e.ok())
+        .map(|e| format!("tests/broken_plans/{}", e.file_name().to_string_lossy()))
+        .filter(|n| n.ends_with(".err") && !wanted.contains(n))
+        .collect();
+    assert!(orphans.is_empty(), "no plan for {orphans:?}");
 }

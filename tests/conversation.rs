@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use clap::Parser;
-use planrun::cli::{Cli, dispatch, exit};
+use planrun::cli::exit;
+use planrun::plan::model::ReportFormat;
 use serde_json::Value;
 
 mod common;
@@ -13,16 +13,7 @@ use common::temp_dir;
 /// Run a plan file through the CLI; returns the exit code and metrics.json.
 async fn run_file(path: &Path, tag: &str) -> (u8, Value) {
     let out = temp_dir(tag).join("out");
-    let argv = [
-        "planrun",
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-        "--format",
-        "json",
-    ];
-    let code = dispatch(Cli::parse_from(argv)).await;
+    let code = common::run_plan(path, &out, |o| o.outputs.formats = vec![ReportFormat::Json]).await;
     let text = std::fs::read_to_string(out.join("metrics.json")).unwrap_or_default();
     (code, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -433,14 +424,8 @@ async fn example_plan_passes(name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_interruptions_writes_every_report() {
     let out = temp_dir("interruptions-all").join("out");
-    let argv = [
-        "planrun",
-        "plans/interruptions.yaml",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    assert_eq!(dispatch(Cli::parse_from(argv)).await, exit::PASSED);
+    let code = common::run_plan(Path::new("plans/interruptions.yaml"), &out, |_| {}).await;
+    assert_eq!(code, exit::PASSED);
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
     let metrics: Value = serde_json::from_str(&read("metrics.json")).unwrap();
     assert_eq!(metrics["iterations"]["failed"], 0);
@@ -524,14 +509,7 @@ report:
     let path = dir.join("plan.yaml");
     std::fs::write(&path, plan("all", "")).unwrap();
     let out = dir.join("out");
-    let argv = [
-        "planrun",
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    assert_eq!(dispatch(Cli::parse_from(argv)).await, exit::PASSED);
+    assert_eq!(common::run_plan(&path, &out, |_| {}).await, exit::PASSED);
     let mut files: Vec<_> = std::fs::read_dir(out.join("audio"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -565,14 +543,7 @@ report:
     )
     .unwrap();
     let out = dir.join("out2");
-    let argv = [
-        "planrun",
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    dispatch(Cli::parse_from(argv)).await;
+    common::run_plan(&path, &out, |_| {}).await;
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let failed = json["iterations"]["failed"].as_u64().unwrap() as usize;

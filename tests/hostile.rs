@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{json, run_cli, temp_dir};
+use common::{json, run_cli, run_plan, temp_dir};
 use futures_util::{SinkExt, StreamExt};
 use planrun::cli::exit;
 use serde_json::Value;
@@ -66,7 +66,7 @@ async fn run(tag: &str, yaml: &str) -> (u8, Value, std::path::PathBuf) {
     let path = dir.join("plan.yaml");
     std::fs::write(&path, yaml).unwrap();
     let out = dir.join("out");
-    let code = run_cli(&[path.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]).await;
+    let code = run_plan(&path, &out, |_| {}).await;
     let report = json(&out.join("metrics.json"));
     (code, report, out)
 }

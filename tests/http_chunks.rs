@@ -7,7 +7,8 @@ use std::sync::Arc;
 use planrun::agent::{self, AgentConfig, HttpAgentConfig};
 use planrun::cli::exit;
 use planrun::distribution::Dist;
-use planrun::engine::{self, Progress, RunOutcome};
+use planrun::engine::{self, RunOutcome};
+use planrun::metrics::progress::Progress;
 use planrun::plan;
 
 mod common;
@@ -68,13 +69,7 @@ scenarios:
 async fn shipped_plan_runs_green_with_throughput() {
     let dir = temp_dir("http-plan");
     let out = dir.join("out");
-    let code = run_cli(&[
-        "plans/http_chunks.yaml",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
+    let code = common::run_plan(std::path::Path::new("plans/http_chunks.yaml"), &out, |_| {}).await;
     let m = json(&out.join("metrics.json"));
     assert_eq!(code, exit::PASSED, "{m}");
     assert_eq!(m["iterations"]["total"], 12);
@@ -285,13 +280,7 @@ async fn server_faults_are_classified_with_the_body_excerpt_in_the_report() {
             ),
         );
         let out = dir.join("out");
-        let code = run_cli(&[
-            path.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .await;
+        let code = common::run_plan(&path, &out, |_| {}).await;
         assert_eq!(code, exit::PASSED, "no thresholds: the run itself passes");
         let m = json(&out.join("metrics.json"));
         assert_eq!(m["errors"][class], 4, "{fault}{capture}: {}", m["errors"]);

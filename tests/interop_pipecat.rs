@@ -53,6 +53,8 @@ fn start_bot(root: &Path) -> (Bot, u16) {
     let mut child = Command::new(python)
         .arg(root.join("interop/pipecat/bot.py"))
         .args(["--port", "0", "--llm-ms", "150", "--reply-secs", "3"])
+        // onnxruntime telemetry off (bot.py forces it too; issue 17).
+        .env("ORT_DISABLE_TELEMETRY", "1")
         .current_dir(root)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

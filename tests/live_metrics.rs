@@ -212,7 +212,7 @@ async fn prometheus_endpoint_serves_live_values_consistent_with_the_report() {
         );
         // p50 lies within the bucket where the cumulative count crosses half.
         let p50 = report["p50_ms"].as_f64().unwrap() / 1000.0;
-        let below: f64 = planrun::live::LATENCY_BUCKETS
+        let below: f64 = planrun::metrics::live::LATENCY_BUCKETS
             .iter()
             .filter(|b| **b < p50 * 0.99)
             .map(|b| {

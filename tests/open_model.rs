@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use planrun::engine::{self, Progress, RunOutcome};
+use planrun::engine::{self, RunOutcome};
 use planrun::metrics::IterationRecord;
+use planrun::metrics::progress::Progress;
 use planrun::plan;
 
 mod common;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 async fn run_plan(path: &str, tag: &str) -> (u8, Value) {
     let out = temp_dir(tag).join("out");
-    let code = run_cli(&[path, "--out", out.to_str().unwrap(), "-q"]).await;
+    let code = common::run_plan(std::path::Path::new(path), &out, |_| {}).await;
     (code, json(&out.join("metrics.json")))
 }
 

@@ -5,9 +5,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use clap::Parser;
-use planrun::cli::{Cli, dispatch};
-
 mod common;
 use common::temp_dir;
 
@@ -66,14 +63,7 @@ thresholds:
     )
     .unwrap();
     let out = dir.join("out");
-    let argv = [
-        "planrun",
-        plan.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    dispatch(Cli::parse_from(argv)).await;
+    common::run_plan(&plan, &out, |_| {}).await;
     let html = out.join("report.html");
     assert!(html.exists());
     let png = dir.join("report.png");

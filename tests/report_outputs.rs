@@ -418,3 +418,68 @@ async fn baseline_writes_comparison_md() {
     let md = read(&second.join("comparison.md"));
     assert!(md.contains("| `ttfa` |"), "{md}");
 }
+
+/// A failure during the run is shown like a plan error: the step's line of the plan with a
+/// caret, in the console summary and in summary.md; without the plan (re-rendered elsewhere)
+/// the failure keeps its plain text.
+#[tokio::test]
+async fn runtime_failures_point_at_the_plan_line() {
+    let dir = temp_dir("snippet");
+    let plan = write_plan(&dir, "1");
+    let metrics = serde_json::json!({
+        "plan": "reports",
+        "plan_file": plan.display().to_string(),
+        "passed": false,
+        "target": "builtin",
+        "elapsed_s": 1.0,
+        "users": 1,
+        "iterations": {"total": 1, "succeeded": 0, "failed": 1},
+        "success_rate": 0.0,
+        "errors": {"timeout": 1},
+        "failures": [{"user": 0, "iteration": 0, "scenario": "hello", "class": "timeout",
+                      "step": "step 4 (line 19)", "message": "no first_audio within 5s"}],
+    });
+    std::fs::write(dir.join("metrics.json"), metrics.to_string()).unwrap();
+    let snippet = format!(
+        "{}:19:9: error: timeout: no first_audio within 5s\n   |\n19 |       - await: first_audio\n   |         ^\n",
+        plan.display()
+    );
+
+    let report: planrun::report::RunReport = serde_json::from_value(metrics.clone()).unwrap();
+    let mut console = Vec::new();
+    planrun::report::console_summary(&report, &mut console).unwrap();
+    let console = String::from_utf8(console).unwrap();
+    assert!(
+        console.contains(
+            "  first: user 0 iteration 0 `hello` step 4 (line 19): no first_audio within 5s\n"
+        ),
+        "{console}"
+    );
+    let indented: String = snippet.lines().map(|l| format!("  {l}\n")).collect();
+    assert!(console.contains(&indented), "{console}");
+
+    assert_eq!(
+        run_cli(&["report", dir.to_str().unwrap()]).await,
+        exit::PASSED
+    );
+    let md = read(&dir.join("summary.md"));
+    let block: String = snippet.lines().map(|l| format!("  {l}\n")).collect();
+    assert!(
+        md.contains(&format!("  ```text\n{block}  ```")),
+        "summary.md:\n{md}"
+    );
+
+    // The plan is gone: the failure reads as before, with no snippet.
+    std::fs::remove_file(&plan).unwrap();
+    let mut console = Vec::new();
+    planrun::report::console_summary(&report, &mut console).unwrap();
+    let console = String::from_utf8(console).unwrap();
+    assert!(!console.contains("error: timeout"), "{console}");
+    assert_eq!(
+        run_cli(&["report", dir.to_str().unwrap()]).await,
+        exit::PASSED
+    );
+    let md = read(&dir.join("summary.md"));
+    assert!(!md.contains("```text"), "{md}");
+    assert!(md.contains("step 4 (line 19): **timeout** — no first_audio within 5s"));
+}

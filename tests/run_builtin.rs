@@ -8,11 +8,13 @@ use std::time::Duration;
 use planrun::agent::{self, AgentConfig};
 use planrun::cli::exit;
 use planrun::distribution::Dist;
-use planrun::engine::{self, Progress};
+use planrun::engine;
+use planrun::metrics::progress::Progress;
 use planrun::plan;
+use planrun::plan::model::ReportFormat;
 
 mod common;
-use common::{json, run_cli, temp_dir};
+use common::{json, run_cli, run_plan, target, temp_dir};
 
 fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -102,13 +104,7 @@ async fn cli_run_writes_reports_and_exits_zero() {
         &plan_text("builtin", 2, 1, "  ttfa: p95 < 2s"),
     );
     let out = dir.join("out");
-    let code = run_cli(&[
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
+    let code = run_plan(&path, &out, |_| {}).await;
     assert_eq!(code, exit::PASSED);
     let json = read_json(&out);
     assert_eq!(json["plan"], "e2e");
@@ -149,16 +145,7 @@ async fn slow_agent_fails_the_threshold_with_exit_1() {
         &plan_text("builtin", 1, 2, "  ttfa: [p95 < 500ms, p99 < 5s]"),
     );
     let out = dir.join("out");
-    let code = run_cli(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &slow.url(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
+    let code = run_plan(&path, &out, |o| o.target = target(&slow.url())).await;
     slow.shutdown().await;
     assert_eq!(code, exit::THRESHOLD_FAILED);
     let json = read_json(&out);
@@ -189,15 +176,7 @@ async fn unreachable_target_exits_3_and_still_reports() {
     );
     let out = dir.join("out");
     let url = format!("ws://127.0.0.1:{port}/");
-    let code = run_cli(&[
-        path.to_str().unwrap(),
-        "--target",
-        &url,
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ])
-    .await;
+    let code = run_plan(&path, &out, |o| o.target = target(&url)).await;
     assert_eq!(code, exit::CANNOT_RUN);
     let json = read_json(&out);
     assert_eq!(json["errors"]["connect_error"], 2);
@@ -336,16 +315,10 @@ async fn wss_targets_speak_tls() {
     );
     let out = dir.join("out");
     let url = format!("wss://127.0.0.1:{}/", plain.addr().port());
-    let code = run_cli(&[
-        path.to_str().unwrap(),
-        "--target",
-        &url,
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-        "--format",
-        "json",
-    ])
+    let code = run_plan(&path, &out, |o| {
+        o.target = target(&url);
+        o.outputs.formats = vec![ReportFormat::Json];
+    })
     .await;
     plain.shutdown().await;
     assert_eq!(code, exit::CANNOT_RUN);

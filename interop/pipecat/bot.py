@@ -23,10 +23,20 @@ SIGTERM/SIGINT: uvicorn stops accepting, closes open sockets and the process exi
 
 from __future__ import annotations
 
+import os
+
+# Must come before any pipecat import (issue 17). Silero VAD runs on onnxruntime, whose
+# Linux wheel has built-in telemetry: seconds after a model load it looks its host up in
+# DNS (without this line: six port-53 connects 13-28 s after start). Only
+# ORT_DISABLE_TELEMETRY=1 set before onnxruntime initialises stops it
+# (onnxruntime.disable_telemetry_events() does not). Forced, not setdefault: with
+# ORT_DISABLE_TELEMETRY=0 in the caller's environment a setdefault version made the same six
+# lookups. tests/interop_guard.rs checks this line (and, with PLANRUN_TRACE_NET=1, traces).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 import argparse
 import asyncio
 import math
-import os
 import signal
 import socket
 import sys

@@ -12,6 +12,9 @@
 #
 # Environment: PYTHON (default python3) picks the interpreter.
 set -euo pipefail
+# The checks below import onnxruntime; its telemetry must never reach the network
+# (see bot.py and tests/interop_guard.rs).
+export ORT_DISABLE_TELEMETRY=1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

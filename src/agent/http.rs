@@ -128,7 +128,7 @@ fn param(header: &str, key: &str) -> Option<String> {
 
 /// The audio part of a `multipart/form-data` body: the first part with a file name, else the
 /// first part. Returns its content type (if given) and bytes.
-pub fn multipart_audio<'a>(
+fn multipart_audio<'a>(
     body: &'a [u8],
     boundary: &str,
 ) -> Result<(Option<String>, &'a [u8]), String> {
@@ -166,7 +166,7 @@ pub fn multipart_audio<'a>(
 }
 
 /// Decode a chunk: a WAV file, or raw PCM16 LE at `rate=` of the content type (else `default_rate`).
-pub fn decode_audio(
+fn decode_audio(
     bytes: &[u8],
     content_type: Option<&str>,
     default_rate: u32,

@@ -8,7 +8,7 @@ pub mod schedule;
 mod session;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
@@ -17,24 +17,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::agent::{self, AgentConfig, Faults};
+use crate::metrics::progress::Progress;
 use crate::metrics::{FailureClass, IterationRecord, Recorder, Summary};
 use crate::plan::compile::{CompiledPlan, ScenarioSpec, TargetUrl};
 use crate::plan::model::{AgentSpec, RecordAudio};
-
-/// Live counters, readable while the run goes on (for progress display).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Where users record their histograms (a few shards, not one set per user).
-    pub histograms: Arc<crate::metrics::SharedHistograms>,
-    pub active_users: AtomicU64,
-    pub iterations_done: AtomicU64,
-    pub iterations_failed: AtomicU64,
-    /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
-    /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
-    recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
-    /// Fed once per finished iteration when `--metrics-addr` serves live metrics.
-    pub live: Option<Arc<crate::live::LiveMetrics>>,
-}
 
 /// How long a call in flight may take to wind down after the run is stopped (the session
 /// aborts its steps at once; this bounds what it cannot interrupt, such as a connect to a
@@ -45,55 +31,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 async fn stopped_past_grace(mut stop: watch::Receiver<bool>) {
     session::wait_stop(&mut stop).await;
     tokio::time::sleep(STOP_GRACE).await;
-}
-
-/// The window of the progress line's rolling percentile.
-pub const ROLLING_WINDOW: Duration = Duration::from_secs(10);
-
-impl Progress {
-    /// Progress that also feeds the live metrics endpoint.
-    pub fn with_live(live: Option<Arc<crate::live::LiveMetrics>>) -> Self {
-        Progress {
-            live,
-            ..Progress::default()
-        }
-    }
-
-    fn set_main_metric(&self, name: &str) {
-        if let Ok(mut r) = self.recent.lock() {
-            r.0 = name.to_string();
-        }
-    }
-
-    fn push(&self, samples: &[crate::metrics::Sample]) {
-        let now = Instant::now();
-        if let Ok(mut r) = self.recent.lock() {
-            let (name, q) = &mut *r;
-            for s in samples.iter().filter(|s| &s.metric == name) {
-                q.push_back((now, s.value_ms));
-            }
-            while q.front().is_some_and(|(t, _)| now - *t > ROLLING_WINDOW) {
-                q.pop_front();
-            }
-        }
-    }
-
-    /// The main latency's name and its p95 over the last [`ROLLING_WINDOW`].
-    pub fn rolling_p95(&self) -> Option<(String, f64)> {
-        let r = self.recent.lock().ok()?;
-        let now = Instant::now();
-        let mut v: Vec<f64> =
-            r.1.iter()
-                .filter(|(t, _)| now - *t <= ROLLING_WINDOW)
-                .map(|(_, ms)| *ms)
-                .collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let idx = ((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1;
-        Some((r.0.clone(), v[idx]))
-    }
 }
 
 /// What a finished (or stopped) run hands to thresholds and reports.
@@ -282,7 +219,8 @@ pub async fn run_observed(
     progress.set_main_metric(&main_metric);
     let plan_arc = Arc::new(plan.clone());
     let run_start = Instant::now();
-    let monitor = crate::health::EventLoopMonitor::start(progress.live.clone());
+    let _ = progress.started.set(run_start);
+    let monitor = crate::metrics::health::EventLoopMonitor::start(progress.live.clone());
     let shared = || open::Shared {
         plan: plan_arc.clone(),
         conn: conn.clone(),
@@ -350,7 +288,7 @@ async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
 async fn drained(
     mut total: Recorder,
     progress: &Progress,
-    monitor: crate::health::EventLoopMonitor,
+    monitor: crate::metrics::health::EventLoopMonitor,
 ) -> Recorder {
     if let Some(live) = &progress.live
         && let Some(lag) = progress.histograms.send_lag_snapshot()
@@ -419,7 +357,7 @@ async fn user_loop(
     }
     progress.active_users.fetch_add(1, Ordering::Relaxed);
     let mut iteration: u64 = 0;
-    let mut live_feed = crate::live::UserFeed::default();
+    let mut live_feed = crate::metrics::live::UserFeed::default();
     loop {
         if *stop.borrow()
             || open::asked_to_leave(&leave)

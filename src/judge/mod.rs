@@ -1,3 +1,4 @@
 //! Judging a run: thresholds against the measured summary, and the generator's own health.
 
+pub mod health;
 pub mod thresholds;

@@ -9,62 +9,24 @@
 //! it holds (a sample belongs to the window in which it was measured; empty windows are not
 //! judged); the threshold fails if any window breaches, and the result names the worst window.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::contract::thresholds::{ThresholdResult, WindowReport};
 use crate::metrics::{FailureClass, MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
 use crate::plan::threshold_expr::{Op, Stat};
 use crate::plan::{CHECKS, SUCCESS_RATE};
-
-/// The verdict on one threshold expression.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ThresholdResult {
-    pub metric: String,
-    pub expression: String,
-    /// The observed value (milliseconds for durations, a number otherwise); None: no samples.
-    pub observed: Option<f64>,
-    pub passed: bool,
-    /// Human-readable observed value, e.g. `812.4ms`, `0.97`, `no samples`.
-    pub observed_text: String,
-    /// For `over W` thresholds: how the windows went (`observed` is the worst window's value).
-    pub window: Option<WindowReport>,
-    /// The threshold may stop the run early (`abort_on_fail`).
-    pub abort_on_fail: bool,
-}
-
-/// How a windowed threshold's windows went.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WindowReport {
-    /// Window length and step between window starts, in seconds.
-    pub window_s: f64,
-    pub step_s: f64,
-    /// Windows that held at least one sample (judged), and how many of them breached.
-    pub judged: u64,
-    pub failed: u64,
-    /// The worst window: seconds since the run started.
-    pub worst_start_s: f64,
-    pub worst_end_s: f64,
-}
-
-/// Nearest-rank quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
+use crate::stats;
 
 /// One statistic of a set of values (ms); None when empty.
 fn stat_of(values: &mut [f64], stat: Stat) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    values.sort_by(f64::total_cmp);
+    stats::sort(values);
     Some(match stat {
-        Stat::P50 => quantile(values, 0.50),
-        Stat::P90 => quantile(values, 0.90),
-        Stat::P95 => quantile(values, 0.95),
-        Stat::P99 => quantile(values, 0.99),
+        Stat::P50 => stats::nearest_rank(values, 0.50),
+        Stat::P90 => stats::nearest_rank(values, 0.90),
+        Stat::P95 => stats::nearest_rank(values, 0.95),
+        Stat::P99 => stats::nearest_rank(values, 0.99),
         Stat::Mean => values.iter().sum::<f64>() / values.len() as f64,
         Stat::Min => values[0],
         Stat::Max => values[values.len() - 1],
@@ -242,6 +204,11 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
         .collect()
 }
 
+/// Whether every threshold passed.
+pub fn all_passed(results: &[ThresholdResult]) -> bool {
+    results.iter().all(|r| r.passed)
+}
+
 /// Whether an `abort_on_fail` threshold, judged during the run, can no longer pass: it has
 /// samples and fails now. Percentiles, means and rates are judged on what was measured so far
 /// (like k6); a windowed threshold with a breached window can never pass again; a count fails
@@ -255,11 +222,6 @@ pub fn can_no_longer_pass(spec: &ThresholdSpec, result: &ThresholdResult) -> boo
         return matches!(spec.expr.op, Op::Lt | Op::Le);
     }
     true
-}
-
-/// Whether every threshold passed.
-pub fn all_passed(results: &[ThresholdResult]) -> bool {
-    results.iter().all(|r| r.passed)
 }
 
 #[cfg(test)]

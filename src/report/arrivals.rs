@@ -4,51 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use serde::{Deserialize, Serialize};
-
-use crate::engine::schedule::LATE_TOLERANCE;
-use crate::metrics::ArrivalStats;
-
-/// At most this many dropped arrivals are listed one by one in `metrics.json`.
-pub const DROPPED_LISTED: usize = 10_000;
-
-/// One dropped arrival.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct DroppedEntry {
-    pub arrival: u64,
-    /// Scheduled instant, ms since the run started.
-    pub at_ms: f64,
-    pub reason: String,
-}
-
-/// `metrics.json` `arrivals`: present for `arrival_rate` and `stages` runs only.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ArrivalReport {
-    /// Starts that came due (arrivals, or users the stages asked for).
-    pub scheduled: u64,
-    /// Callers that started.
-    pub started: u64,
-    /// Arrivals that did not start.
-    pub dropped_arrivals: u64,
-    /// Dropped arrivals by reason (`max_users`).
-    pub dropped_by_reason: BTreeMap<String, u64>,
-    /// The first dropped arrivals (at most [`DROPPED_LISTED`]).
-    pub dropped: Vec<DroppedEntry>,
-    /// Callers that started more than `late_tolerance_ms` after their scheduled instant.
-    pub late_starts: u64,
-    pub late_tolerance_ms: f64,
-    /// Actual start − scheduled start.
-    pub start_lag_p50_ms: Option<f64>,
-    pub start_lag_p99_ms: Option<f64>,
-    pub start_lag_max_ms: Option<f64>,
-}
+pub use crate::contract::arrivals::{ArrivalReport, DROPPED_LISTED, DroppedEntry};
+use crate::metrics::{ArrivalStats, LATE_TOLERANCE};
+use crate::stats::us_to_ms3;
 
 impl From<&ArrivalStats> for ArrivalReport {
     fn from(a: &ArrivalStats) -> Self {
         let lag = a.start_lag.as_ref().filter(|h| !h.is_empty());
-        let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
         let mut dropped = a.dropped.clone();
         dropped.sort_by_key(|d| d.arrival);
         let mut by_reason = BTreeMap::new();
@@ -71,9 +33,9 @@ impl From<&ArrivalStats> for ArrivalReport {
                 .collect(),
             late_starts: a.late_starts,
             late_tolerance_ms: LATE_TOLERANCE.as_secs_f64() * 1000.0,
-            start_lag_p50_ms: lag.map(|h| ms(h.value_at_quantile(0.5))),
-            start_lag_p99_ms: lag.map(|h| ms(h.value_at_quantile(0.99))),
-            start_lag_max_ms: lag.map(|h| ms(h.max())),
+            start_lag_p50_ms: lag.map(|h| us_to_ms3(h.value_at_quantile(0.5))),
+            start_lag_p99_ms: lag.map(|h| us_to_ms3(h.value_at_quantile(0.99))),
+            start_lag_max_ms: lag.map(|h| us_to_ms3(h.max())),
         }
     }
 }

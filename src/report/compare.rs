@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::error::ReportError;
 use super::{MetricReport, ReportView, RunFiles};
 
 /// Gate settings.
@@ -331,7 +332,7 @@ pub fn markdown(c: &Comparison) -> String {
 }
 
 /// A run given on the command line: a run folder or a `metrics*.json` file.
-pub fn load_run(path: &Path) -> Result<ReportView, String> {
+pub fn load_run(path: &Path) -> Result<ReportView, ReportError> {
     let (dir, suffix): (PathBuf, String) = if path.is_dir() {
         (path.to_path_buf(), String::new())
     } else {
@@ -343,22 +344,25 @@ pub fn load_run(path: &Path) -> Result<ReportView, String> {
         let suffix = name
             .strip_prefix("metrics")
             .and_then(|r| r.strip_suffix(".json"))
-            .ok_or_else(|| {
-                format!(
-                    "{}: expected a run folder or a metrics*.json file",
-                    path.display()
-                )
-            })?
+            .ok_or_else(|| ReportError::NotARun(path.to_path_buf()))?
             .to_string();
         (dir, suffix)
     };
     let text_path = dir.join(super::output_name("metrics.json", &suffix));
-    let text = std::fs::read_to_string(&text_path)
-        .map_err(|e| format!("cannot read {}: {e}", text_path.display()))?;
+    let text = std::fs::read_to_string(&text_path).map_err(|source| ReportError::Read {
+        path: text_path.clone(),
+        source,
+    })?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", text_path.display()))?;
-    let files = RunFiles::from_json(json, super::RunData::default())
-        .map_err(|e| format!("{}: {e}", text_path.display()))?;
+        serde_json::from_str(&text).map_err(|source| ReportError::JsonFile {
+            path: text_path.clone(),
+            source,
+        })?;
+    let files =
+        RunFiles::from_json(json, super::RunData::default()).map_err(|e| ReportError::InFile {
+            path: text_path.clone(),
+            source: Box::new(e),
+        })?;
     Ok(files.view)
 }
 

@@ -15,6 +15,9 @@ const PALETTE: [&str; 5] = [
     charts::OK,
 ];
 
+/// The drift charts' rolling median: of the last this many samples at each point.
+const ROLLING_MEDIAN_WINDOW: usize = 15;
+
 /// Most transcripts listed in the report.
 const TRANSCRIPTS: usize = 20;
 
@@ -35,7 +38,7 @@ pub fn charts(view: &ReportView, run: &RunData) -> Value {
             .into_iter()
             .map(|(v, c)| (v as f64 / 1000.0, c))
             .collect();
-        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        let q = |p: f64| crate::stats::hist_ms(&h, p);
         let svg = charts::histogram(
             name,
             &values,
@@ -79,7 +82,7 @@ pub fn charts(view: &ReportView, run: &RunData) -> Value {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let count = pts.len();
         let color = PALETTE[i % PALETTE.len()];
-        let median = rolling_median(&pts);
+        let median = crate::stats::rolling_median(&pts, ROLLING_MEDIAN_WINDOW);
         let series = [
             Series {
                 name: format!("{name} (each sample)"),
@@ -226,17 +229,4 @@ pub fn charts(view: &ReportView, run: &RunData) -> Value {
         transcripts => transcripts,
         main_metric => main_metric,
     }
-}
-
-/// Median of the last 15 samples at each point.
-fn rolling_median(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    const WINDOW: usize = 15;
-    let mut out = Vec::with_capacity(pts.len());
-    for i in 0..pts.len() {
-        let lo = i.saturating_sub(WINDOW - 1);
-        let mut w: Vec<f64> = pts[lo..=i].iter().map(|p| p.1).collect();
-        w.sort_by(f64::total_cmp);
-        out.push((pts[i].0, w[w.len() / 2]));
-    }
-    out
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::ReportView;
+use super::error::ReportError;
 
 /// Parse a `success_rate` threshold expression like `> 0.99` into (op, limit).
 fn rate_rule(expr: &str) -> Option<(&str, f64)> {
@@ -28,7 +29,7 @@ fn holds(op: &str, v: f64, limit: f64) -> bool {
 }
 
 /// Render the JUnit XML of a run.
-pub fn render(view: &ReportView) -> Result<String, String> {
+pub fn render(view: &ReportView) -> Result<String, ReportError> {
     let mut report = Report::new(format!("planrun {}", view.plan));
     let elapsed = Duration::from_secs_f64(view.elapsed_s.max(0.0));
     report.set_time(elapsed);
@@ -101,7 +102,9 @@ pub fn render(view: &ReportView) -> Result<String, String> {
         suite.add_test_case(case);
     }
     report.add_test_suite(suite);
-    report.to_string().map_err(|e| format!("junit.xml: {e}"))
+    report
+        .to_string()
+        .map_err(|e| ReportError::Junit(e.to_string()))
 }
 
 #[cfg(test)]

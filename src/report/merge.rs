@@ -19,29 +19,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::error::ReportError;
 use super::{RunData, RunFiles, RunInfo, RunReport, output_name, timeline};
+pub use crate::contract::MergeInfo;
+use crate::contract::ShardReport;
 use crate::metrics::{Recorder, Summary};
 use crate::plan::model::ReportFormat;
-use crate::shard::ShardReport;
-
-/// Which shards a merged report was built from (`merged` in its `metrics.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct MergeInfo {
-    /// The run's shard count.
-    pub shard_count: u32,
-    /// The shard indexes merged, ascending.
-    pub shards: Vec<u32>,
-    /// Shard indexes with no folder among the inputs.
-    pub missing: Vec<u32>,
-    /// The folders merged, in shard order.
-    pub sources: Vec<String>,
-    /// Latest minus earliest shard start, seconds. The merged timeline overlays the shards,
-    /// each from its own start.
-    pub start_skew_s: f64,
-}
 
 /// A merged run, ready to be written.
 #[derive(Debug)]
@@ -60,25 +43,35 @@ struct ShardRun {
 }
 
 impl ShardRun {
-    fn load(dir: &Path) -> Result<Self, String> {
+    fn load(dir: &Path) -> Result<Self, ReportError> {
         let shown = dir.display();
         let suffixes = super::saved_runs(dir)?;
         if suffixes.iter().any(|s| !s.is_empty()) {
-            return Err(format!(
+            return Err(ReportError::Merge(format!(
                 "{shown} holds a sweep (several user counts); shard one user count (--users N) to merge"
-            ));
+            )));
         }
         if suffixes.is_empty() {
-            return Err(format!("{shown} holds no metrics.json or timeline.csv"));
+            return Err(ReportError::Merge(format!(
+                "{shown} holds no metrics.json or timeline.csv"
+            )));
         }
         let files = RunFiles::load(dir, "")?;
         let info_path = dir.join("run_info.json");
         let info: Option<RunInfo> = match std::fs::read_to_string(&info_path) {
             Ok(t) => Some(
-                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", info_path.display()))?,
+                serde_json::from_str(&t).map_err(|source| ReportError::JsonFile {
+                    path: info_path.clone(),
+                    source,
+                })?,
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("cannot read {}: {e}", info_path.display())),
+            Err(source) => {
+                return Err(ReportError::Read {
+                    path: info_path,
+                    source,
+                });
+            }
         };
         let shard = files
             .view
@@ -86,7 +79,9 @@ impl ShardRun {
             .clone()
             .or_else(|| info.as_ref().and_then(|i| i.shard.clone()))
             .ok_or_else(|| {
-                format!("{shown} is not a shard of a run (it was not run with --shard i/n)")
+                ReportError::Merge(format!(
+                    "{shown} is not a shard of a run (it was not run with --shard i/n)"
+                ))
             })?;
         Ok(ShardRun {
             dir: dir.to_path_buf(),
@@ -142,9 +137,9 @@ fn identity(r: &ShardRun) -> String {
 }
 
 /// Merge shard folders into one run.
-pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
+pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
     if dirs.is_empty() {
-        return Err("no shard folders given".into());
+        return Err(ReportError::Merge("no shard folders given".into()));
     }
     let mut runs = dirs
         .iter()
@@ -156,20 +151,20 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
     let first = &runs[0];
     for r in &runs[1..] {
         if identity(r) != identity(first) {
-            return Err(format!(
+            return Err(ReportError::Merge(format!(
                 "{} and {} are not shards of the same run: {} vs {}",
                 first.dir.display(),
                 r.dir.display(),
                 identity(first),
                 identity(r)
-            ));
+            )));
         }
         if r.thresholds() != first.thresholds() {
-            return Err(format!(
+            return Err(ReportError::Merge(format!(
                 "{} and {} were run with different thresholds (was the plan edited between shards?)",
                 first.dir.display(),
                 r.dir.display()
-            ));
+            )));
         }
         if r.files.view.environment.planrun_version != first.files.view.environment.planrun_version
         {
@@ -184,12 +179,12 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
     }
     for pair in runs.windows(2) {
         if pair[0].shard.index == pair[1].shard.index {
-            return Err(format!(
+            return Err(ReportError::Merge(format!(
                 "shard {} appears twice: {} and {}",
                 pair[0].shard.shard(),
                 pair[0].dir.display(),
                 pair[1].dir.display()
-            ));
+            )));
         }
     }
     let count = first.shard.count;
@@ -208,13 +203,19 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
     for r in &runs {
         let mut part = Recorder::default();
         for (metric, text) in &r.files.view.histograms {
-            let h = super::hist::decode(text)
-                .map_err(|e| format!("{}: histogram `{metric}`: {e}", r.dir.display()))?;
+            let h = super::hist::decode(text).map_err(|source| ReportError::Histogram {
+                dir: r.dir.clone(),
+                what: format!("histogram `{metric}`"),
+                source,
+            })?;
             part.histograms.insert(metric.clone(), widen(&h)?);
         }
         if let Some(text) = &r.shard.send_lag {
-            let h = super::hist::decode(text)
-                .map_err(|e| format!("{}: send lag histogram: {e}", r.dir.display()))?;
+            let h = super::hist::decode(text).map_err(|source| ReportError::Histogram {
+                dir: r.dir.clone(),
+                what: "send lag histogram".into(),
+                source,
+            })?;
             part.send_lag = Some(widen(&h)?);
         }
         part.checks = r.shard.checks.clone();
@@ -252,7 +253,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
     for (metric, expr) in &threshold_text {
         let parsed = expr
             .parse()
-            .map_err(|e| format!("threshold `{metric}: {expr}`: {e}"))?;
+            .map_err(|e| ReportError::Merge(format!("threshold `{metric}: {expr}`: {e}")))?;
         specs.push(crate::plan::compile::ThresholdSpec {
             metric: metric.clone(),
             expr: parsed,
@@ -387,11 +388,11 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, String> {
 
 /// A decoded histogram copied into an auto-resizing one of the same precision (a decoded
 /// histogram keeps the bounds it was written with, so adding a wider one into it would fail).
-fn widen(h: &hdrhistogram::Histogram<u64>) -> Result<hdrhistogram::Histogram<u64>, String> {
+fn widen(h: &hdrhistogram::Histogram<u64>) -> Result<hdrhistogram::Histogram<u64>, ReportError> {
     let mut out = hdrhistogram::Histogram::<u64>::new(h.sigfig())
-        .map_err(|e| format!("bad histogram precision: {e:?}"))?;
+        .map_err(|e| ReportError::Merge(format!("bad histogram precision: {e:?}")))?;
     out.add(h)
-        .map_err(|e| format!("cannot merge histogram: {e:?}"))?;
+        .map_err(|e| ReportError::Merge(format!("cannot merge histogram: {e:?}")))?;
     Ok(out)
 }
 
@@ -406,7 +407,7 @@ pub fn write(
     files: &RunFiles,
     outputs: &super::Outputs,
     out: &Path,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = super::write_outputs(files, outputs, out, "")?;
     if files.view.partial && outputs.formats.contains(&ReportFormat::Csv) {
         let path = out.join(output_name("timeline.csv", ""));

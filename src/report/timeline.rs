@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ReportError;
+use crate::contract::ResourceSeries;
 use crate::metrics::{Failure, FailureClass, IterationRecord, Marker, Sample, Summary};
-use crate::resources::ResourceSeries;
 
 /// CSV header of `timeline.csv`.
 pub const CSV_HEADER: [&str; 6] = ["t_ms", "user", "iteration", "scenario", "event", "detail"];
@@ -201,7 +202,7 @@ pub fn csv_rows(iterations: &[TimelineIteration]) -> Vec<Event> {
     out
 }
 
-fn write_rows<W: Write>(w: &mut csv::Writer<W>, rows: Vec<Event>) -> Result<(), String> {
+fn write_rows<W: Write>(w: &mut csv::Writer<W>, rows: Vec<Event>) -> Result<(), ReportError> {
     for e in rows {
         w.write_record([
             format!("{:.3}", e.t_ms),
@@ -211,18 +212,18 @@ fn write_rows<W: Write>(w: &mut csv::Writer<W>, rows: Vec<Event>) -> Result<(), 
             e.event,
             crate::redact::redact(&e.detail),
         ])
-        .map_err(|e| e.to_string())?;
+        .map_err(ReportError::csv)?;
     }
     Ok(())
 }
 
 /// `timeline.csv`: header `t_ms,user,iteration,scenario,event,detail`, one row per event.
-pub fn csv(iterations: &[TimelineIteration]) -> Result<String, String> {
+pub fn csv(iterations: &[TimelineIteration]) -> Result<String, ReportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(CSV_HEADER).map_err(|e| e.to_string())?;
+    w.write_record(CSV_HEADER).map_err(ReportError::csv)?;
     write_rows(&mut w, csv_rows(iterations))?;
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|e| e.to_string())
+    let bytes = w.into_inner().map_err(ReportError::csv)?;
+    String::from_utf8(bytes).map_err(ReportError::csv)
 }
 
 /// Read `timeline.csv` back into iterations (leniently: a torn last line or a malformed row is
@@ -368,7 +369,7 @@ impl TimelineIteration {
 pub fn csv_with_dropped(
     iterations: &[TimelineIteration],
     dropped: &[super::arrivals::DroppedEntry],
-) -> Result<String, String> {
+) -> Result<String, ReportError> {
     let mut rows = csv_rows(iterations);
     rows.extend(dropped.iter().map(|d| Event {
         t_ms: d.at_ms,
@@ -380,10 +381,10 @@ pub fn csv_with_dropped(
     }));
     rows.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(CSV_HEADER).map_err(|e| e.to_string())?;
+    w.write_record(CSV_HEADER).map_err(ReportError::csv)?;
     write_rows(&mut w, rows)?;
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|e| e.to_string())
+    let bytes = w.into_inner().map_err(ReportError::csv)?;
+    String::from_utf8(bytes).map_err(ReportError::csv)
 }
 
 /// The live view of a run for the threshold monitor: every finished iteration, merged.
@@ -393,7 +394,7 @@ pub type LiveSummary = Arc<Mutex<Summary>>;
 /// (in time order within the iteration) and flushes after every iteration, so at most one
 /// iteration's rows are ever buffered; it also feeds the live view when one is given.
 pub struct Stream {
-    handle: std::thread::JoinHandle<Result<u64, String>>,
+    handle: std::thread::JoinHandle<Result<u64, ReportError>>,
     pub path: PathBuf,
 }
 
@@ -403,29 +404,38 @@ impl Stream {
         path: &Path,
         rx: mpsc::Receiver<IterationRecord>,
         live: Option<LiveSummary>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ReportError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| ReportError::Create {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        let file = std::fs::File::create(path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let file = std::fs::File::create(path).map_err(|source| ReportError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
-        w.write_record(CSV_HEADER).map_err(|e| e.to_string())?;
-        w.flush().map_err(|e| e.to_string())?;
-        let shown = path.display().to_string();
+        w.write_record(CSV_HEADER).map_err(ReportError::csv)?;
+        w.flush().map_err(ReportError::csv)?;
+        let shown = path.to_path_buf();
         let handle = std::thread::spawn(move || {
             let mut n = 0u64;
-            let mut error: Option<String> = None;
+            let mut error: Option<ReportError> = None;
             for rec in rx {
                 if error.is_none() {
                     let it = TimelineIteration::from(&rec);
                     let result = write_rows(&mut w, csv_rows(std::slice::from_ref(&it)))
-                        .and_then(|()| w.flush().map_err(|e| e.to_string()));
+                        .and_then(|()| w.flush().map_err(ReportError::csv));
                     match result {
                         Ok(()) => n += 1,
                         // Keep draining (and feeding the live view); report once at the end.
-                        Err(e) => error = Some(format!("cannot write {shown}: {e}")),
+                        Err(e) => {
+                            error = Some(ReportError::WriteFailed {
+                                path: shown.clone(),
+                                message: e.to_string(),
+                            })
+                        }
                     }
                 }
                 if let Some(live) = &live
@@ -453,9 +463,9 @@ impl Stream {
 
     /// Wait until every sender is gone and everything is written; returns the iterations
     /// written.
-    pub fn finish(self) -> Result<u64, String> {
+    pub fn finish(self) -> Result<u64, ReportError> {
         self.handle
             .join()
-            .map_err(|_| "the timeline writer stopped unexpectedly".to_string())?
+            .map_err(|_| ReportError::TimelineWriter)?
     }
 }

@@ -37,3 +37,46 @@ pub fn read(p: &Path) -> String {
 pub fn json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&read(p)).unwrap()
 }
+
+/// Run the plan at `path` through the library (`planrun::runner::run`), writing its reports into
+/// `out`, with `edit` adjusting the options (users, target, formats, …). Prints nothing.
+/// Returns the exit code the `planrun` command would give (2 for a plan that does not load).
+pub async fn run_plan(
+    path: &Path,
+    out: &Path,
+    edit: impl FnOnce(&mut planrun::runner::RunOptions),
+) -> u8 {
+    use planrun::cli::exit;
+    let compiled =
+        match planrun::plan::load(path).and_then(|lp| planrun::plan::compile::compile(&lp)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint!("{e}");
+                return exit::INVALID;
+            }
+        };
+    let mut options = planrun::runner::RunOptions::new(&compiled, out);
+    edit(&mut options);
+    match planrun::runner::run(
+        compiled,
+        options,
+        std::sync::Arc::new(planrun::runner::Silent),
+    )
+    .await
+    {
+        Ok(r) => exit::of(r.outcome),
+        Err(planrun::runner::RunError::Invalid(e)) => {
+            eprintln!("{e}");
+            exit::INVALID
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::CANNOT_RUN
+        }
+    }
+}
+
+/// A target URL for [`planrun::runner::RunOptions::target`].
+pub fn target(url: &str) -> Option<planrun::plan::compile::TargetUrl> {
+    Some(planrun::plan::compile::TargetUrl::parse(url))
+}

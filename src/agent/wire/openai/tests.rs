@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::super::tests::text;
+use super::super::{CancelReason, Input, Output, Protocol, Wire};
+use super::encode::{reply_text, tokens};
+use super::session::{merge, set_path};
+
+#[test]
+fn realtime_session_update_ga_and_beta() {
+    let mut o = Wire::new(Protocol::OpenAi);
+    let greeting = text(&o.greeting()[0]);
+    assert_eq!(greeting["type"], "session.created");
+    let ga = json!({"type": "session.update", "session": {"type": "realtime", "audio":
+        {"input": {"turn_detection": null, "format": {"type": "audio/pcm", "rate": 16000}}}}});
+    let inputs = o.decode(&Message::text(ga.to_string()), true);
+    assert_eq!(inputs[0], Input::ManualTurns(true));
+    assert_eq!(inputs[1], Input::Rate(16000));
+    let Input::Reply(reply) = &inputs[2] else {
+        panic!("{inputs:?}")
+    };
+    let v = text(reply);
+    assert_eq!(v["type"], "session.updated");
+    assert!(v["session"]["audio"]["input"]["turn_detection"].is_null());
+    assert_eq!(v["session"]["audio"]["output"]["format"]["rate"], 16000);
+    assert_ne!(v["event_id"], greeting["event_id"]);
+
+    let beta = json!({"type": "session.update", "session": {"input_audio_format": "pcm16",
+        "turn_detection": {"type": "server_vad"}}});
+    let inputs = o.decode(&Message::text(beta.to_string()), true);
+    assert_eq!(inputs[0], Input::ManualTurns(false));
+    assert_eq!(inputs[1], Input::Rate(24000));
+
+    // A rate change mid-turn is refused and changes nothing.
+    let busy = o.decode(&Message::text(ga.to_string()), false);
+    let [Input::Reply(e)] = &busy[..] else {
+        panic!("{busy:?}")
+    };
+    assert_eq!(text(e)["error"]["code"], "session_busy");
+
+    let unknown = o.decode(&Message::text(r#"{"type":"bogus"}"#), true);
+    let [Input::Reply(e)] = &unknown[..] else {
+        panic!("{unknown:?}")
+    };
+    assert_eq!(text(e)["error"]["code"], "unknown_event");
+}
+
+#[test]
+fn realtime_response_lifecycle_and_usage() {
+    let mut o = Wire::new(Protocol::OpenAi);
+    o.encode(Output::Committed);
+    o.encode(Output::Transcript("please book a table for two"));
+    let start = o.encode(Output::ResponseStart {
+        duration: Duration::from_millis(40),
+    });
+    let kinds: Vec<Value> = start.iter().map(|m| text(m)["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.output_item.added",
+            "response.output_audio_transcript.delta"
+        ]
+    );
+    // 24 kHz: 40 ms = 1920 bytes; send half of it, then cancel.
+    let delta = o.encode(Output::Audio(&[0u8; 960]));
+    assert_eq!(text(&delta[0])["type"], "response.output_audio.delta");
+    o.encode(Output::Metrics(json!({"type": "metrics", "asr_ms": 50.0})));
+    let done = o.encode(Output::Cancelled(CancelReason::Client));
+    let v = text(&done[0]);
+    assert_eq!(v["type"], "response.done");
+    assert_eq!(v["response"]["status"], "cancelled");
+    assert_eq!(
+        v["response"]["status_details"]["reason"],
+        "client_cancelled"
+    );
+    assert_eq!(v["response"]["metadata"]["asr_ms"], 50.0);
+    assert_eq!(v["response"]["usage"]["input_tokens"], 7);
+    let out = v["response"]["usage"]["output_tokens"].as_u64().unwrap();
+    assert!(out >= 1, "{v}");
+    // Nothing in progress now: the next output opens a fresh response.
+    let again = o.encode(Output::ResponseStart {
+        duration: Duration::from_secs(1),
+    });
+    assert_eq!(text(&again[0])["type"], "response.created");
+    assert_ne!(
+        text(&again[0])["response"]["id"],
+        v["response"]["id"],
+        "fresh id"
+    );
+}
+
+#[test]
+fn merge_and_set_path() {
+    let mut v = json!({"a": {"b": 1, "c": 2}});
+    merge(&mut v, &json!({"a": {"b": null, "d": 3}}));
+    assert_eq!(v, json!({"a": {"b": null, "c": 2, "d": 3}}));
+    set_path(&mut v, &["x", "y"], json!(5));
+    assert_eq!(v["x"]["y"], 5);
+    assert_eq!(tokens(""), 1);
+    assert_eq!(reply_text(Duration::from_millis(800)), "sure I.");
+}

@@ -1,0 +1,42 @@
+//! `arrivals` in `metrics.json`: the scheduler's account of a shaped load (open model or
+//! ramping stages).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// At most this many dropped arrivals are listed one by one in `metrics.json`.
+pub const DROPPED_LISTED: usize = 10_000;
+
+/// One dropped arrival.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DroppedEntry {
+    pub arrival: u64,
+    /// Scheduled instant, ms since the run started.
+    pub at_ms: f64,
+    pub reason: String,
+}
+
+/// `metrics.json` `arrivals`: present for `arrival_rate` and `stages` runs only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ArrivalReport {
+    /// Starts that came due (arrivals, or users the stages asked for).
+    pub scheduled: u64,
+    /// Callers that started.
+    pub started: u64,
+    /// Arrivals that did not start.
+    pub dropped_arrivals: u64,
+    /// Dropped arrivals by reason (`max_users`).
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    /// The first dropped arrivals (at most [`DROPPED_LISTED`]).
+    pub dropped: Vec<DroppedEntry>,
+    /// Callers that started more than `late_tolerance_ms` after their scheduled instant.
+    pub late_starts: u64,
+    pub late_tolerance_ms: f64,
+    /// Actual start − scheduled start.
+    pub start_lag_p50_ms: Option<f64>,
+    pub start_lag_p99_ms: Option<f64>,
+    pub start_lag_max_ms: Option<f64>,
+}

@@ -1,0 +1,218 @@
+//! Build the contract from a run: [`RunReport`] from the merged [`Summary`] and the judged
+//! thresholds, [`RunInfo`] from the compiled plan.
+
+use crate::contract::hist;
+use crate::contract::{
+    FailureSample, GeneratorHealth, HttpThroughput, MetricReport, RunEnvironment, RunInfo,
+    RunReport, ShardReport,
+};
+use crate::engine::RunOutcome;
+use crate::judge::thresholds::ThresholdResult;
+use crate::metrics::Summary;
+use crate::plan::compile::CompiledPlan;
+use crate::plan::model::ProtocolKind;
+use crate::shard::Shard;
+
+/// How many failures are listed individually.
+const FAILURE_SAMPLES: usize = 20;
+
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+impl RunInfo {
+    pub fn new(plan: &CompiledPlan, target: &str, started: std::time::SystemTime) -> Self {
+        RunInfo {
+            plan: plan.name.clone(),
+            description: plan.description.clone(),
+            plan_file: plan.source.display().to_string(),
+            target: target.to_string(),
+            protocol: plan.target.wire.protocol.name().to_string(),
+            started_at: rfc3339(started),
+            // A shard's own users; `shard.total_users` holds the plan's.
+            users: crate::shard::users_of(plan.load.shard, plan.load.users).len() as u32,
+            seed: plan.load.seed,
+            metrics: plan.metrics.clone(),
+            thresholds: plan
+                .thresholds
+                .iter()
+                .map(|t| (t.metric.clone(), t.expr.text.clone()))
+                .collect(),
+            planrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            shard: plan
+                .load
+                .shard
+                .map(|s| ShardReport::planned(s, plan.load.users)),
+        }
+    }
+}
+
+/// A shard's identity and its exact totals, after it ran.
+pub fn shard_finished(shard: Shard, total_users: u32, s: &Summary) -> ShardReport {
+    ShardReport {
+        checks: s.recorder.checks.clone(),
+        send_lag: s
+            .recorder
+            .send_lag
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .and_then(hist::encode),
+        http: s.recorder.http,
+        ..ShardReport::planned(shard, total_users)
+    }
+}
+
+impl RunReport {
+    pub fn build(
+        plan: &CompiledPlan,
+        outcome: &RunOutcome,
+        thresholds: Vec<ThresholdResult>,
+    ) -> Self {
+        let mut info = RunInfo::new(plan, &outcome.target, outcome.started_at);
+        info.started_at = rfc3339(outcome.started_at);
+        Self::from_summary(&info, &outcome.summary, thresholds)
+    }
+
+    /// Build from the run's description and its merged measurements.
+    pub fn from_summary(info: &RunInfo, s: &Summary, thresholds: Vec<ThresholdResult>) -> Self {
+        let order = s.metric_names();
+        let metrics = order
+            .iter()
+            .map(|n| (n.clone(), MetricReport::from(s.stats(n))))
+            .collect();
+        let failures = s
+            .recorder
+            .iterations
+            .iter()
+            .filter_map(|r| {
+                let f = r.failure.as_ref()?;
+                Some(FailureSample {
+                    user: r.user,
+                    iteration: r.iteration,
+                    scenario: r.scenario.clone(),
+                    class: f.class.as_str().to_string(),
+                    step: f.step.clone(),
+                    message: f.message.replace(['\n', '\r'], " "),
+                })
+            })
+            .filter(|f| f.class != "aborted")
+            .collect::<Vec<_>>();
+        let failures = diverse_sample(failures, FAILURE_SAMPLES);
+        let lag = s.recorder.send_lag.as_ref().filter(|h| !h.is_empty());
+        let lag_ms = |q: f64| lag.map(|h| crate::stats::hist_ms(h, q));
+        let iterations = s.iterations();
+        let passed = crate::judge::thresholds::all_passed(&thresholds) && !s.aborted;
+        RunReport {
+            plan: info.plan.clone(),
+            description: info.description.clone(),
+            plan_file: info.plan_file.clone(),
+            passed,
+            aborted: s.aborted,
+            stopped_by: None,
+            stop_reason: None,
+            partial: false,
+            target: info.target.clone(),
+            started_at: info.started_at.clone(),
+            elapsed_s: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            users: info.users,
+            seed: info.seed,
+            success_rate: iterations.success_rate(),
+            iterations,
+            aborted_iterations: s.aborted_iterations(),
+            errors: s.errors(),
+            scenarios: s.scenarios(),
+            metrics,
+            metric_order: order,
+            thresholds,
+            failures,
+            generator: {
+                let mut g = GeneratorHealth {
+                    send_lag_p50_ms: lag_ms(0.5),
+                    send_lag_p99_ms: lag_ms(0.99),
+                    send_lag_max_ms: lag.map(|h| h.max() as f64 / 1000.0),
+                    ..GeneratorHealth::default()
+                };
+                g.fill_health(&s.recorder.health);
+                g
+            },
+            environment: RunEnvironment::current(),
+            histograms: s
+                .recorder
+                .histograms
+                .iter()
+                .filter(|(_, h)| !h.is_empty())
+                .filter_map(|(n, h)| Some((n.clone(), hist::encode(h)?)))
+                .collect(),
+            http: (info.protocol == ProtocolKind::HttpChunks.name())
+                .then(|| HttpThroughput::from_counts(&s.recorder.http, s.elapsed)),
+            arrivals: s
+                .recorder
+                .arrivals
+                .as_ref()
+                .map(super::arrivals::ArrivalReport::from),
+            shard: info
+                .shard
+                .as_ref()
+                .map(|p| shard_finished(p.shard(), p.total_users, s)),
+            merged: None,
+        }
+    }
+}
+
+/// Up to `n` failures, every distinct kind (class and message) first, in run order: twenty
+/// copies of one timeout must not hide the one failure that was different.
+fn diverse_sample(all: Vec<FailureSample>, n: usize) -> Vec<FailureSample> {
+    let mut seen = std::collections::HashSet::new();
+    let mut first: Vec<usize> = Vec::new();
+    for (i, f) in all.iter().enumerate() {
+        if seen.insert((f.class.clone(), f.message.clone())) {
+            first.push(i);
+        }
+    }
+    let mut picked: Vec<usize> = first.into_iter().take(n).collect();
+    for i in 0..all.len() {
+        if picked.len() >= n {
+            break;
+        }
+        if !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    picked.sort_unstable();
+    let mut all: Vec<Option<FailureSample>> = all.into_iter().map(Some).collect();
+    picked.into_iter().filter_map(|i| all[i].take()).collect()
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    fn f(user: u32, class: &str, message: &str) -> FailureSample {
+        FailureSample {
+            user,
+            iteration: 0,
+            scenario: "s".into(),
+            class: class.into(),
+            step: String::new(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn every_distinct_failure_kind_is_sampled_first_in_run_order() {
+        let mut all: Vec<FailureSample> = (0..30).map(|u| f(u, "timeout", "slow")).collect();
+        all.push(f(30, "connect_error", "too many open files"));
+        let picked = diverse_sample(all, 5);
+        assert_eq!(picked.len(), 5);
+        assert!(picked.iter().any(|p| p.message == "too many open files"));
+        let users: Vec<u32> = picked.iter().map(|p| p.user).collect();
+        assert_eq!(
+            users,
+            [0, 1, 2, 3, 30],
+            "distinct kinds first, then run order"
+        );
+        assert_eq!(diverse_sample(vec![f(0, "a", "b")], 5).len(), 1);
+    }
+}

@@ -1,0 +1,246 @@
+//! One run of the plan (one user count): load, judge, write the reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::monitor::monitor_thresholds;
+use super::{
+    FinishedRun, Notice, Observer, Outcome, ProgressSnapshot, RunOptions, StopCause, StopControl,
+};
+use crate::engine;
+use crate::judge::thresholds;
+use crate::metrics::live::LiveMetrics;
+use crate::metrics::progress::Progress;
+use crate::plan::compile::{CompiledPlan, TargetUrl};
+use crate::plan::model::ReportFormat;
+use crate::report::{self, RunFiles};
+use crate::resources::Sampler;
+
+/// What every run of a sweep shares.
+pub(super) struct Context<'a> {
+    pub options: &'a RunOptions,
+    pub stop: StopControl,
+    pub live: Option<Arc<LiveMetrics>>,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// Failure classes that mean the call never reached the agent.
+const NOT_CONNECTED: [&str; 3] = ["connect_error", "handshake_rejected", "tls_error"];
+
+/// Run the plan once (one user count) and write its reports.
+pub(super) async fn run_once(
+    plan: &CompiledPlan,
+    ctx: &Context<'_>,
+    stop_rx: watch::Receiver<bool>,
+    suffix: &str,
+) -> (Outcome, Option<FinishedRun>) {
+    let opts = ctx.options;
+    let observer = &ctx.observer;
+    let warn = |text: String| observer.notice(&Notice::Warning(text));
+    let progress = Arc::new(Progress::with_live(ctx.live.clone()));
+    if let Some(live) = &ctx.live {
+        live.attach(&progress);
+    }
+    let (done_tx, done_rx) = watch::channel(false);
+    let planned = plan
+        .load
+        .iterations
+        .map(|n| n * crate::shard::users_of(plan.load.shard, plan.load.users).len() as u64);
+    let ticker = tokio::spawn(tick_progress(
+        progress.clone(),
+        planned,
+        plan.load.duration,
+        done_rx,
+        observer.clone(),
+    ));
+    observer.notice(&Notice::Info(format!(
+        "running `{}` with {} user(s) against {}",
+        plan.name,
+        plan.load.users,
+        crate::redact::redact(&plan.target.url.to_string())
+    )));
+    let builtin = plan.target.url == TargetUrl::Builtin;
+    // The folder describes itself from the start (run_info.json), and the timeline is streamed
+    // into it, so a killed run still leaves something `planrun report` can render.
+    let info = report::RunInfo::new(
+        plan,
+        &plan.target.url.to_string(),
+        std::time::SystemTime::now(),
+    );
+    let info_path = opts.out.join(report::output_name("run_info.json", suffix));
+    let info_written = std::fs::create_dir_all(&opts.out)
+        .map_err(|e| e.to_string())
+        .and_then(|()| serde_json::to_string_pretty(&info).map_err(|e| e.to_string()))
+        .and_then(|j| {
+            report::write_atomic(&info_path, (j + "\n").as_bytes()).map_err(|e| e.to_string())
+        });
+    if let Err(e) = info_written {
+        warn(e);
+    }
+    let abort_specs: Vec<_> = plan
+        .thresholds
+        .iter()
+        .filter(|t| t.expr.abort_on_fail)
+        .cloned()
+        .collect();
+    let live_summary: Option<report::timeline::LiveSummary> =
+        (!abort_specs.is_empty()).then(|| {
+            Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
+                crate::metrics::Recorder::default(),
+                plan.metrics.clone(),
+                Duration::ZERO,
+                false,
+            )))
+        });
+    let (sink, sink_rx) = std::sync::mpsc::channel();
+    let csv_path = opts.out.join(report::output_name("timeline.csv", suffix));
+    let stream = match report::timeline::Stream::start(&csv_path, sink_rx, live_summary.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn(format!("the timeline is not streamed: {e}"));
+            None
+        }
+    };
+    let monitor = live_summary.map(|live| {
+        tokio::spawn(monitor_thresholds(
+            progress.clone(),
+            live,
+            abort_specs,
+            ctx.stop.clone(),
+            observer.clone(),
+        ))
+    });
+    let sampler = Sampler::start(
+        opts.target_pid,
+        builtin && opts.target_pid.is_none(),
+        Duration::from_secs(1),
+    );
+    let outcome =
+        engine::run_observed(plan, stop_rx, progress, stream.is_some().then_some(sink)).await;
+    if let Some(m) = monitor {
+        m.abort();
+    }
+    if let Some(st) = stream {
+        match st.finish() {
+            Ok(_) if !opts.outputs.formats.contains(&ReportFormat::Csv) => {
+                let _ = std::fs::remove_file(&csv_path);
+            }
+            Ok(_) => {}
+            Err(e) => warn(e.to_string()),
+        }
+    }
+    let resources = tokio::task::spawn_blocking(move || sampler.stop())
+        .await
+        .ok();
+    let _ = done_tx.send(true);
+    let _ = ticker.await;
+    observer.load_ended();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            warn(e.to_string());
+            return (Outcome::CannotRun, None);
+        }
+    };
+    let results = thresholds::evaluate(&outcome.summary, &plan.thresholds);
+    let mut rep =
+        report::RunReport::build(plan, &outcome, results).with_resources(resources.as_ref());
+    rep.generator.judge(
+        opts.lag_limit_ms,
+        resources
+            .as_ref()
+            .map_or_else(|| report::RunEnvironment::current().cpus, |r| r.cpus.max(1)),
+        builtin,
+    );
+    let cause = ctx.stop.cause().filter(|_| rep.aborted);
+    if let Some(c) = &cause {
+        rep.stopped_by = Some(c.kind().to_string());
+        rep.stop_reason = Some(c.describe());
+        if matches!(c, StopCause::MaxDuration(_)) {
+            rep.passed = thresholds::all_passed(&rep.thresholds);
+        }
+    }
+    let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
+    let files = RunFiles::new(&rep, run_data).map_err(|e| e.to_string());
+    let written = files.as_ref().map_err(Clone::clone).and_then(|f| {
+        report::write_outputs(f, &opts.outputs, &opts.out, suffix).map_err(|e| e.to_string())
+    });
+    let mut comparison = None;
+    let mut regressed = false;
+    if let (Some(base), Ok(f)) = (&opts.baseline, &files) {
+        let cmp = report::compare::compare(base, &f.view, opts.gate);
+        let md = report::compare::markdown(&cmp);
+        let path = opts.out.join(report::output_name("comparison.md", suffix));
+        if let Err(e) = std::fs::write(&path, &md) {
+            warn(format!("cannot write {}: {e}", path.display()));
+        }
+        regressed = cmp.regressed();
+        comparison = Some(md);
+    }
+
+    let not_connected: u64 = NOT_CONNECTED
+        .iter()
+        .filter_map(|c| rep.errors.get(*c))
+        .sum();
+    let all_refused = rep.iterations.total > 0 && not_connected == rep.iterations.total;
+    let code = if let Some(StopCause::Signal(s)) = &cause {
+        Outcome::Stopped(*s)
+    } else if let Some(StopCause::Threshold(_)) = &cause {
+        Outcome::ThresholdFailed
+    } else if rep.aborted && cause.is_none() {
+        Outcome::Stopped(super::Signal::Interrupt)
+    } else if all_refused || written.is_err() {
+        Outcome::CannotRun
+    } else if !rep.passed {
+        Outcome::ThresholdFailed
+    } else if regressed {
+        Outcome::Regressed
+    } else {
+        Outcome::Passed
+    };
+    let finished = FinishedRun {
+        users: plan.load.users,
+        view: files.ok().map(|f| f.view),
+        report: rep,
+        comparison,
+        written,
+        outcome: code,
+    };
+    observer.run_finished(&finished, &opts.out);
+    if all_refused {
+        warn(format!(
+            "every connection to {} failed; the run could not proceed",
+            finished.report.target
+        ));
+    }
+    (code, Some(finished))
+}
+
+/// Hand the live counters to the observer every 250 ms until `done` turns true.
+async fn tick_progress(
+    p: Arc<Progress>,
+    planned: Option<u64>,
+    duration: Option<Duration>,
+    mut done: watch::Receiver<bool>,
+    observer: Arc<dyn Observer>,
+) {
+    use std::sync::atomic::Ordering;
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => observer.progress(&ProgressSnapshot {
+                elapsed: start.elapsed(),
+                active_users: p.active_users.load(Ordering::Relaxed),
+                iterations_done: p.iterations_done.load(Ordering::Relaxed),
+                iterations_failed: p.iterations_failed.load(Ordering::Relaxed),
+                planned,
+                duration,
+                rolling_p95: p.rolling_p95(),
+            }),
+            r = done.wait_for(|d| *d) => { let _ = r; break; }
+        }
+    }
+}
