@@ -15,19 +15,34 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+/// Why a duration did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("expected a duration such as `250ms` or `1.5s`, found an empty string")]
+    Empty,
+    #[error("`{0}` has no unit: write e.g. `{0}ms` or `{0}s`")]
+    NoUnit(String),
+    #[error("`{0}` is not a duration: expected a number then a unit, e.g. `250ms`")]
+    NotANumber(String),
+    #[error("unknown duration unit `{unit}` in `{text}`: use us, ms, s, m or h")]
+    UnknownUnit { unit: String, text: String },
+    #[error("duration `{0}` is out of range")]
+    OutOfRange(String),
+}
+
 /// Parse a single duration such as `250ms`, `1.5s`, `2m`, `100us`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if t.is_empty() {
-        return Err("expected a duration such as `250ms` or `1.5s`, found an empty string".into());
+        return Err(DurationError::Empty);
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{t}` has no unit: write e.g. `{t}ms` or `{t}s`"))?;
+        .ok_or_else(|| DurationError::NoUnit(t.to_string()))?;
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| {
-        format!("`{t}` is not a duration: expected a number then a unit, e.g. `250ms`")
-    })?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| DurationError::NotANumber(t.to_string()))?;
     let secs = match unit.trim() {
         "us" | "µs" => value / 1e6,
         "ms" => value / 1e3,
@@ -35,13 +50,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{t}`: use us, ms, s, m or h"
-            ));
+            return Err(DurationError::UnknownUnit {
+                unit: other.to_string(),
+                text: t.to_string(),
+            });
         }
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration `{t}` is out of range"));
+        return Err(DurationError::OutOfRange(t.to_string()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -139,19 +155,46 @@ fn args<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
     Some(inner.split(',').map(str::trim).collect())
 }
 
-impl FromStr for Dist {
-    type Err = String;
+/// Why a jitter expression did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DistError {
+    /// An argument of a distribution is not a duration.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error("`{name}` takes {expected} argument(s), found {found} in `{text}`")]
+    Arity {
+        name: &'static str,
+        expected: usize,
+        found: usize,
+        text: String,
+    },
+    #[error("lognormal sigma must be a non-negative number, found `{0}`")]
+    Sigma(String),
+    #[error("range `{0}` has its upper bound below its lower bound")]
+    ReversedRange(String),
+    /// Not a distribution, and not a plain duration either.
+    #[error(
+        "{0}; a jitter is a duration (`500ms`), a range (`300ms..800ms`), \
+         `normal(mean, sd)`, `exponential(mean)` or `lognormal(median, sigma)`"
+    )]
+    NotAJitter(DurationError),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for Dist {
+    type Err = DistError;
+
+    fn from_str(text: &str) -> Result<Self, DistError> {
         let t = text.trim();
-        let expect_args = |name: &str, n: usize, v: &[&str]| -> Result<(), String> {
+        let expect_args = |name: &'static str, n: usize, v: &[&str]| -> Result<(), DistError> {
             if v.len() == n {
                 Ok(())
             } else {
-                Err(format!(
-                    "`{name}` takes {n} argument(s), found {} in `{t}`",
-                    v.len()
-                ))
+                Err(DistError::Arity {
+                    name,
+                    expected: n,
+                    found: v.len(),
+                    text: t.to_string(),
+                })
             }
         };
         if let Some(v) = args(t, "normal") {
@@ -173,12 +216,7 @@ impl FromStr for Dist {
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    format!(
-                        "lognormal sigma must be a non-negative number, found `{}`",
-                        v[1]
-                    )
-                })?;
+                .ok_or_else(|| DistError::Sigma(v[1].to_string()))?;
             return Ok(Dist::LogNormal {
                 median: parse_duration(v[0])?,
                 sigma,
@@ -188,18 +226,13 @@ impl FromStr for Dist {
             let lo = parse_duration(lo)?;
             let hi = parse_duration(hi)?;
             if hi < lo {
-                return Err(format!(
-                    "range `{t}` has its upper bound below its lower bound"
-                ));
+                return Err(DistError::ReversedRange(t.to_string()));
             }
             return Ok(Dist::Uniform(lo, hi));
         }
-        parse_duration(t).map(Dist::Fixed).map_err(|e| {
-            format!(
-                "{e}; a jitter is a duration (`500ms`), a range (`300ms..800ms`), \
-                 `normal(mean, sd)`, `exponential(mean)` or `lognormal(median, sigma)`"
-            )
-        })
+        parse_duration(t)
+            .map(Dist::Fixed)
+            .map_err(DistError::NotAJitter)
     }
 }
 
@@ -235,10 +268,16 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("250").unwrap_err().contains("no unit"));
+        assert!(
+            parse_duration("250")
+                .unwrap_err()
+                .to_string()
+                .contains("no unit")
+        );
         assert!(
             parse_duration("3parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown duration unit")
         );
     }

@@ -15,8 +15,12 @@
 
 pub mod client;
 pub mod custom;
+pub mod one_or_many;
 pub mod openai;
+pub mod tls;
 pub mod twilio;
+
+pub use one_or_many::OneOrMany;
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;

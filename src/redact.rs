@@ -64,30 +64,44 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Replace each `{{ env.NAME }}` in `text` by the environment variable's value, registering
 /// the values as secrets. Anything else between `{{ }}` is an error, as is an unset variable.
-pub fn interpolate_env(text: &str) -> Result<String, String> {
+pub fn interpolate_env(text: &str) -> Result<String, InterpolateError> {
     interpolate_with(text, |name| std::env::var(name).ok())
 }
 
-fn interpolate_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Why `{{ env.NAME }}` interpolation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolateError {
+    #[error("`{{{{` without a closing `}}}}` in `{0}`")]
+    Unclosed(String),
+    #[error("`{{{{ {0} }}}}`: only `{{{{ env.NAME }}}}` can be interpolated here")]
+    NotEnv(String),
+    #[error("`{0}` is not an environment variable name")]
+    BadName(String),
+    #[error("environment variable `{0}` is not set")]
+    Unset(String),
+}
+
+fn interpolate_with(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            return Err(format!("`{{{{` without a closing `}}}}` in `{text}`"));
+            return Err(InterpolateError::Unclosed(text.to_string()));
         };
         let expr = after[..close].trim();
         let Some(name) = expr.strip_prefix("env.") else {
-            return Err(format!(
-                "`{{{{ {expr} }}}}`: only `{{{{ env.NAME }}}}` can be interpolated here"
-            ));
+            return Err(InterpolateError::NotEnv(expr.to_string()));
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`{name}` is not an environment variable name"));
+            return Err(InterpolateError::BadName(name.to_string()));
         }
         let Some(value) = lookup(name) else {
-            return Err(format!("environment variable `{name}` is not set"));
+            return Err(InterpolateError::Unset(name.to_string()));
         };
         register(&value);
         out.push_str(&value);
@@ -118,16 +132,19 @@ mod tests {
         assert!(
             interpolate_with("{{ env.NOPE }}", none)
                 .unwrap_err()
+                .to_string()
                 .contains("NOPE")
         );
         assert!(
             interpolate_with("{{ vars.x }}", none)
                 .unwrap_err()
+                .to_string()
                 .contains("only")
         );
         assert!(
             interpolate_with("{{ env.X", none)
                 .unwrap_err()
+                .to_string()
                 .contains("closing")
         );
         assert_eq!(interpolate_with("plain", none).unwrap(), "plain");

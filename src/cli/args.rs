@@ -163,7 +163,7 @@ fn parse_max_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_dist(s: &str) -> Result<Dist, String> {
+fn parse_dist(s: &str) -> Result<Dist, crate::distribution::DistError> {
     s.parse()
 }
 

@@ -1,15 +1,11 @@
 //! Opening a call's WebSocket: URL with query parameters, handshake headers, subprotocols,
-//! TLS (web PKI roots, an extra CA file, or an explicit `insecure` opt-in), and classifying
-//! what went wrong when it fails.
+//! TLS (a client config from [`crate::protocol::tls`]), and classifying what went wrong when
+//! it fails.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -82,95 +78,6 @@ impl Connection {
     /// The URL with secrets replaced by `***`.
     pub fn display_url(&self) -> String {
         redact(&self.url)
-    }
-}
-
-/// A TLS client configuration trusting the web PKI roots plus the certificates in `ca_file`,
-/// or — when `insecure` — any certificate.
-pub fn tls_config(ca_file: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?;
-    if insecure {
-        let config = builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-            .with_no_client_auth();
-        return Ok(Arc::new(config));
-    }
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("CA file {}: bad certificate: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ));
-        }
-    }
-    Ok(Arc::new(
-        builder.with_root_certificates(roots).with_no_client_auth(),
-    ))
-}
-
-/// `tls.insecure: true`: encryption without authentication, for development servers.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -329,18 +236,5 @@ mod tests {
         assert_eq!(c.url, "ws://h:1/p?model=gpt%20x&k=a%26b");
         let c = Connection::new("ws://h/p?x=1", &[("y".into(), "2".into())]);
         assert_eq!(c.url, "ws://h/p?x=1&y=2");
-    }
-
-    #[test]
-    fn ca_file_errors_are_specific() {
-        let e = tls_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
-        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
-        let dir = std::env::temp_dir().join(format!("planrun-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("empty.pem");
-        std::fs::write(&f, "not a cert").unwrap();
-        let e = tls_config(Some(&f), false).unwrap_err();
-        assert!(e.contains("no PEM certificate"), "{e}");
-        assert!(tls_config(None, true).is_ok());
     }
 }

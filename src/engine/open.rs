@@ -9,10 +9,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::schedule::{ArrivalSpec, LATE_TOLERANCE, Segment, user_steps};
+use super::schedule::{LATE_TOLERANCE, user_steps};
 use super::{IterationSink, Progress, call, connect, user_loop};
 use crate::metrics::{ArrivalStats, DropReason, DroppedArrival, Recorder};
 use crate::plan::compile::CompiledPlan;
+use crate::plan::load_shape::{ArrivalSpec, Segment};
 
 /// What the schedulers share with the callers they start.
 pub(super) struct Shared {

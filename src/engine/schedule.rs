@@ -2,71 +2,22 @@
 //! and how many closed-model users the ramping stages want at each instant
 //! ([`user_steps`]). No clock, no I/O: the engine sleeps until the instants these return.
 //!
-//! Sharding: [`ArrivalSpec::for_shard`] splits one schedule across `n` generators so that the
-//! shards' arrivals together are exactly the unsharded schedule.
+//! The schedule types themselves ([`ArrivalSpec`], [`Segment`], [`Pattern`]) are plan data and
+//! live in [`crate::plan::load_shape`]; this module adds the walking of them.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::plan::load_shape::{ArrivalSpec, Pattern, Segment};
+
 /// How far behind its scheduled instant a caller may start before it is counted as a late
-/// start (it still runs, and its lag is in the start-lag histogram).
-pub const LATE_TOLERANCE: Duration = Duration::from_millis(50);
-
-/// One piece of a piecewise-linear rate (arrivals per second) or user-count profile.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Segment {
-    /// Level at the start of the piece.
-    pub from: f64,
-    /// Level at its end (the same as `from` for a hold).
-    pub to: f64,
-    pub over: Duration,
-}
-
-/// Spacing of arrivals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Pattern {
-    /// Deterministic: the k-th arrival (from 0) comes when the expected number of arrivals
-    /// so far reaches k (at a constant rate r: at k / r).
-    #[default]
-    Uniform,
-    /// A Poisson process with the profile's rate, drawn from the plan seed.
-    Poisson,
-}
-
-/// An open-model load: arrivals over a rate profile, with a cap on concurrent callers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArrivalSpec {
-    pub profile: Vec<Segment>,
-    pub pattern: Pattern,
-    /// Callers active at once; an arrival finding this many active is dropped (counted).
-    pub max_users: u32,
-    pub seed: u64,
-    /// This generator's share: (index, count). (0, 1) when not sharded.
-    pub shard: (u32, u32),
-}
+/// start (it still runs, and its lag is in the start-lag histogram). Defined with the arrival
+/// statistics, which report it.
+pub use crate::metrics::LATE_TOLERANCE;
 
 impl ArrivalSpec {
-    /// Total length of the arrival schedule.
-    pub fn duration(&self) -> Duration {
-        self.profile.iter().map(|s| s.over).sum()
-    }
-
-    /// The arrivals of shard `index` of `count`: every `count`-th arrival of the whole
-    /// schedule (so the shards together make exactly the unsharded schedule, and each sees
-    /// 1/count of the rate), and a share of `max_users` (at least 1).
-    pub fn for_shard(&self, index: u32, count: u32) -> ArrivalSpec {
-        let count = count.max(1);
-        let index = index.min(count - 1);
-        let share = self.max_users / count + u32::from(index < self.max_users % count);
-        ArrivalSpec {
-            max_users: share.max(1),
-            shard: (index, count),
-            ..self.clone()
-        }
-    }
-
     /// Scheduled instants (since the run start) of this generator's arrivals, in order, as
     /// (global arrival number, offset). Lazy: a long run at a high rate holds no list.
     pub fn arrivals(&self) -> Arrivals {
@@ -215,14 +166,10 @@ pub fn user_steps(stages: &[Segment]) -> Vec<(Duration, u32)> {
     out
 }
 
-/// Total length of a list of stages.
-pub fn stages_duration(stages: &[Segment]) -> Duration {
-    stages.iter().map(|s| s.over).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::load_shape::stages_duration;
 
     fn hold(r: f64, secs: f64) -> Segment {
         Segment {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::LoadedPlan;
 use super::diag::{Diagnostic, Seg};
+use super::load_shape::{ArrivalSpec, Pattern, Segment};
 use super::model::{ArrivalPattern, Load};
-use crate::engine::schedule::{ArrivalSpec, Pattern, Segment};
 use crate::plan_path;
 
 /// `max_users` when the plan does not say.

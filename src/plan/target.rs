@@ -8,9 +8,10 @@ use rustls::ClientConfig;
 
 use super::LoadedPlan;
 use super::diag::{Diagnostic, Seg};
-use super::model::{OpenAiSpec, ProtocolKind, Target, TurnDetection};
+use super::model::{OpenAiSpec, ProtocolKind, Target};
 use crate::plan_path;
 use crate::protocol::custom::{CustomProtocol, Preset};
+use crate::protocol::openai::TurnDetection;
 use crate::redact::{interpolate_env, register};
 
 /// How a call talks to the target, ready to run.
@@ -40,7 +41,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
     let mut interp = |path: &[Seg], value: &str| match interpolate_env(value) {
         Ok(v) => v,
         Err(e) => {
-            err(path, e);
+            err(path, e.to_string());
             String::new()
         }
     };
@@ -77,10 +78,10 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
 
     let tls = if t.tls.ca_file.is_some() || t.tls.insecure {
         let ca = t.tls.ca_file.as_ref().map(|f| lp.resolve(f));
-        match crate::engine::connect::tls_config(ca.as_deref(), t.tls.insecure) {
+        match crate::protocol::tls::tls_config(ca.as_deref(), t.tls.insecure) {
             Ok(c) => Some(c),
             Err(e) => {
-                errs.push(lp.diag(&plan_path!["target", "tls", "ca_file"], e, None));
+                errs.push(lp.diag(&plan_path!["target", "tls", "ca_file"], e.to_string(), None));
                 None
             }
         }
@@ -110,7 +111,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
                     Err(e) => {
                         errs.push(lp.diag(
                             &plan_path!["target", "custom", "vars", k.as_str()],
-                            e,
+                            e.to_string(),
                             None,
                         ));
                         String::new()
@@ -129,7 +130,7 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
                 Ok(p) => custom = Some(p),
                 Err(list) => {
                     for e in list {
-                        errs.push(lp.diag(&plan_path!["target", "custom"], e, None));
+                        errs.push(lp.diag(&plan_path!["target", "custom"], e.to_string(), None));
                     }
                 }
             }

@@ -126,10 +126,22 @@ impl ThresholdExpr {
     }
 }
 
-impl FromStr for ThresholdExpr {
-    type Err = String;
+/// Why a threshold expression did not parse (the message names the whole expression).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ThresholdParseError(String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for ThresholdExpr {
+    type Err = ThresholdParseError;
+
+    fn from_str(text: &str) -> Result<Self, ThresholdParseError> {
+        parse_threshold(text).map_err(ThresholdParseError)
+    }
+}
+
+/// [`ThresholdExpr::from_str`] with the message as text.
+fn parse_threshold(text: &str) -> Result<ThresholdExpr, String> {
+    {
         let t = text.trim();
         let (expr, window) = match t.rfind(" over ") {
             Some(i) => {
@@ -349,7 +361,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_expressions_with_reasons() {
-        let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err();
+        let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err().to_string();
         assert!(err("p95 1.5s").contains("no comparison"));
         assert!(err("p59 < 1s").contains("did you mean `p95`"));
         assert!(err("p95 < 300").contains("add a unit"));
@@ -365,7 +377,7 @@ mod tests {
         assert_eq!(e.text, "p95 < 1.5s over 10s");
         let e: ThresholdExpr = "> 0.9 over 5s".parse().unwrap();
         assert_eq!((e.stat, e.window), (None, Some(Duration::from_secs(5))));
-        let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err();
+        let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err().to_string();
         assert!(err("count > 3 over 10s").contains("cannot be judged over a window"));
         assert!(err("p95 < 1s over 0s").contains("zero-length"));
         assert!(err("p95 < 1s over soon").contains("window"));

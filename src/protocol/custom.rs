@@ -19,8 +19,7 @@ use super::client::{
     WireEvent, b64, base64_field, excerpt, mulaw_bytes, mulaw_samples, parse_json, pcm16_bytes,
     sid, unexpected_binary,
 };
-use super::{Control, ProtocolError, decode_pcm16};
-use crate::plan::model::OneOrMany;
+use super::{Control, OneOrMany, ProtocolError, decode_pcm16};
 
 /// A protocol mapping.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -121,12 +120,27 @@ pub struct InboundRule {
     pub capture: BTreeMap<String, String>,
 }
 
+/// What is wrong with a `custom` mapping (each message names the part).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CustomSpecError {
+    #[error("built-in preset {preset:?} does not parse: {detail}")]
+    Preset { preset: Preset, detail: String },
+    #[error("template `{name}`: {detail}")]
+    Template { name: String, detail: String },
+    #[error("inbound rule {rule}: give exactly one of `audio`, `event`, `error`, `ignore`")]
+    RuleActions { rule: usize },
+    #[error("inbound rule {rule}: `{pointer}` is not a JSON pointer (write `/{pointer}`)")]
+    RulePointer { rule: usize, pointer: String },
+    #[error("inbound rule {rule}: `when` is empty (it would match every message)")]
+    RuleMatchesAll { rule: usize },
+}
+
 const RAW_PRESET: &str = include_str!("presets/raw.yaml");
 const TWILIO_PRESET: &str = include_str!("presets/twilio.yaml");
 
 impl CustomSpec {
     /// This mapping on top of its preset, with defaults filled in.
-    pub fn resolved(&self) -> Result<CustomSpec, String> {
+    pub fn resolved(&self) -> Result<CustomSpec, CustomSpecError> {
         let base = match self.preset {
             None => CustomSpec::default(),
             Some(p) => {
@@ -134,8 +148,10 @@ impl CustomSpec {
                     Preset::Raw => RAW_PRESET,
                     Preset::Twilio => TWILIO_PRESET,
                 };
-                serde_saphyr::from_str::<CustomSpec>(text)
-                    .map_err(|e| format!("built-in preset {p:?} does not parse: {e}"))?
+                serde_saphyr::from_str::<CustomSpec>(text).map_err(|e| CustomSpecError::Preset {
+                    preset: p,
+                    detail: e.to_string(),
+                })?
             }
         };
         let mut inbound = self.inbound.clone().unwrap_or_default();
@@ -181,14 +197,17 @@ pub struct CustomProtocol {
 
 impl CustomProtocol {
     /// Resolve the preset and compile every template; an error names what is wrong.
-    pub fn compile(spec: &CustomSpec) -> Result<Arc<Self>, Vec<String>> {
+    pub fn compile(spec: &CustomSpec) -> Result<Arc<Self>, Vec<CustomSpecError>> {
         let spec = spec.resolved().map_err(|e| vec![e])?;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut errs = Vec::new();
         let mut add = |name: String, source: &str| {
             if let Err(e) = env.add_template_owned(name.clone(), source.to_string()) {
-                errs.push(format!("template `{name}`: {e}"));
+                errs.push(CustomSpecError::Template {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                });
             }
         };
         let audio = spec.audio.clone().unwrap_or_else(|| "binary".into());
@@ -222,9 +241,7 @@ impl CustomProtocol {
                 r.ignore,
             ];
             if actions.iter().filter(|a| **a).count() != 1 {
-                errs.push(format!(
-                    "inbound rule {i}: give exactly one of `audio`, `event`, `error`, `ignore`"
-                ));
+                errs.push(CustomSpecError::RuleActions { rule: i });
             }
             let pointers = r
                 .when
@@ -235,15 +252,14 @@ impl CustomProtocol {
                 .chain(r.capture.values());
             for p in pointers {
                 if !p.is_empty() && !p.starts_with('/') {
-                    errs.push(format!(
-                        "inbound rule {i}: `{p}` is not a JSON pointer (write `/{p}`)"
-                    ));
+                    errs.push(CustomSpecError::RulePointer {
+                        rule: i,
+                        pointer: p.clone(),
+                    });
                 }
             }
             if r.when.is_empty() {
-                errs.push(format!(
-                    "inbound rule {i}: `when` is empty (it would match every message)"
-                ));
+                errs.push(CustomSpecError::RuleMatchesAll { rule: i });
             }
         }
         if !errs.is_empty() {
@@ -530,7 +546,12 @@ inbound:
 "#,
         )
         .unwrap();
-        let errs = CustomProtocol::compile(&spec).unwrap_err().join("\n");
+        let errs = CustomProtocol::compile(&spec)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(errs.contains("template `audio`"), "{errs}");
         assert!(errs.contains("exactly one"), "{errs}");
         assert!(errs.contains("`kind` is not a JSON pointer"), "{errs}");

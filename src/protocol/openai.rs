@@ -15,6 +15,8 @@
 //! server error. The protocol's other documented events keep their own names and are
 //! informational. An undocumented event type, bad JSON or bad base64 is a protocol error.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -23,10 +25,21 @@ use super::client::{
     WireEvent, b64, base64_field, excerpt, parse_json, pcm16_bytes, unexpected_binary,
 };
 use super::{Control, ProtocolError, decode_pcm16};
-use crate::plan::model::TurnDetection;
 
 /// The Realtime API's PCM rate.
 pub const SAMPLE_RATE: u32 = 24_000;
+
+/// Who decides when the caller finished a turn (`openai-realtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetection {
+    /// The server's voice activity detection (the API's default).
+    #[default]
+    ServerVad,
+    /// `turn_detection: null`: planrun commits the audio buffer and asks for a response at each
+    /// `speech_end`.
+    Manual,
+}
 
 /// Documented server events that carry nothing planrun interprets (awaitable by name).
 const INFORMATIONAL: &[&str] = &[

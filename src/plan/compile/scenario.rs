@@ -1,0 +1,288 @@
+//! Compiling scenarios: unrolling `repeat`, loading and generating audio once (within the
+//! memory budget), and turning each step into an [`Action`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audio::{self, Clip};
+use crate::distribution::{Dist, format_duration};
+use crate::plan::LoadedPlan;
+use crate::plan::diag::{Diagnostic, Seg};
+use crate::plan::model::{AudioSpec, Step};
+use crate::protocol::Control;
+
+use super::step::{conditions, split_path};
+use super::{
+    Action, AudioOut, Capture, DEFAULT_AWAIT_TIMEOUT, DEFAULT_FRAME, Expectation, MAX_AUDIO_SECS,
+    MAX_STEPS, StepSpec,
+};
+
+pub(super) struct Cx<'a> {
+    lp: &'a LoadedPlan,
+    rate: u32,
+    clips: &'a mut HashMap<PathBuf, Arc<Clip>>,
+    errs: &'a mut Vec<Diagnostic>,
+    /// Samples of audio held so far (against [`MAX_AUDIO_SECS`]).
+    audio_samples: u64,
+    /// Set once a limit was hit: compiling stops, with one error.
+    gave_up: bool,
+}
+
+impl<'a> Cx<'a> {
+    pub(super) fn new(
+        lp: &'a LoadedPlan,
+        rate: u32,
+        clips: &'a mut HashMap<PathBuf, Arc<Clip>>,
+        errs: &'a mut Vec<Diagnostic>,
+    ) -> Self {
+        Cx {
+            lp,
+            rate,
+            clips,
+            errs,
+            audio_samples: 0,
+            gave_up: false,
+        }
+    }
+    fn error(&mut self, path: &[Seg], key: &str, message: String) {
+        let mut p = path.to_vec();
+        p.push(Seg::Key(key.into()));
+        self.errs.push(self.lp.diag(&p, message, None));
+    }
+
+    /// Reserve room for `d` of audio, or report (once) that the plan holds too much.
+    fn budget(&mut self, d: Duration, path: &[Seg], key: &str) -> bool {
+        let samples = (d.as_secs_f64() * f64::from(self.rate)).ceil() as u64;
+        self.audio_samples = self.audio_samples.saturating_add(samples);
+        if self.audio_samples > MAX_AUDIO_SECS * u64::from(self.rate) {
+            self.error(
+                path,
+                key,
+                format!(
+                    "the plan's audio adds up to more than {} minutes (each generated clip and \
+                     each file counts once; `repeat` reuses its steps' audio)",
+                    MAX_AUDIO_SECS / 60
+                ),
+            );
+            self.gave_up = true;
+            return false;
+        }
+        true
+    }
+
+    fn audio(&mut self, spec: &AudioSpec, path: &[Seg], key: &str) -> Option<AudioOut> {
+        let t = spec.table();
+        let rate = self.rate;
+        let generated = [t.silence, t.tone, t.noise, t.trailing_silence];
+        let generated: Duration = generated.iter().flatten().map(|d| d.0).sum();
+        if !self.budget(generated, path, key) {
+            return None;
+        }
+        let level = t.level.unwrap_or(-20.0);
+        let mut text = None;
+        let (clip, label) = if let Some(file) = &t.file {
+            let resolved = self.lp.resolve(file);
+            let clip = match self.clips.get(&resolved) {
+                Some(c) => (**c).clone(),
+                None => match audio::load_wav(&resolved, rate) {
+                    Ok(c) => {
+                        if !self.budget(c.duration(), path, key) {
+                            return None;
+                        }
+                        self.clips.insert(resolved.clone(), Arc::new(c.clone()));
+                        c
+                    }
+                    Err(e) => {
+                        self.error(path, key, e.to_string());
+                        return None;
+                    }
+                },
+            };
+            text = std::fs::read_to_string(resolved.with_extension("txt"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty());
+            (clip, file.clone())
+        } else if let Some(d) = t.silence {
+            (
+                audio::silence(d.0, rate),
+                format!("silence {}", format_duration(d.0)),
+            )
+        } else if let Some(d) = t.tone {
+            let freq = t.freq.unwrap_or(440.0);
+            (
+                audio::tone(d.0, freq, level, rate),
+                format!("tone {} {freq}Hz {level}dBFS", format_duration(d.0)),
+            )
+        } else if let Some(d) = t.noise {
+            let seed = self.lp.plan.load.seed;
+            (
+                audio::noise(d.0, level, rate, seed),
+                format!("noise {} {level}dBFS", format_duration(d.0)),
+            )
+        } else {
+            return None; // validated: exactly one source
+        };
+        let clip = match t.trailing_silence {
+            Some(d) => clip.with_trailing_silence(d.0),
+            None => clip,
+        };
+        Some(AudioOut {
+            clip: Arc::new(clip),
+            frame: t.frame.map_or(DEFAULT_FRAME, |f| f.0),
+            pacing: t.pacing.unwrap_or_default(),
+            label,
+            text,
+        })
+    }
+
+    pub(super) fn steps(
+        &mut self,
+        scenario: &str,
+        steps: &[Step],
+        prefix: &[Seg],
+        out: &mut Vec<StepSpec>,
+    ) {
+        for (i, step) in steps.iter().enumerate() {
+            let mut path = prefix.to_vec();
+            path.push(Seg::Key("steps".into()));
+            path.push(Seg::Index(i));
+            if self.gave_up {
+                return;
+            }
+            if let (Some(n), Some(body)) = (step.repeat, &step.steps) {
+                // Compile the body once (audio generated once, shared) and unroll copies.
+                let mut once = Vec::new();
+                self.steps(scenario, body, &path, &mut once);
+                let total = (n as usize).saturating_mul(once.len());
+                if !self.gave_up && out.len().saturating_add(total) > MAX_STEPS {
+                    self.error(
+                        &path,
+                        "repeat",
+                        format!("scenario `{scenario}` unrolls to more than {MAX_STEPS} steps"),
+                    );
+                    self.gave_up = true;
+                }
+                if self.gave_up {
+                    return;
+                }
+                for _ in 0..n {
+                    out.extend(once.iter().cloned());
+                }
+                continue;
+            }
+            let line = self.lp.tree.as_ref().map_or(0, |t| t.find(&path).0);
+            let Some(action) = self.action(scenario, step, &path, i, line) else {
+                continue;
+            };
+            out.push(StepSpec {
+                index: i,
+                line,
+                action,
+            });
+        }
+    }
+
+    fn action(
+        &mut self,
+        scenario: &str,
+        step: &Step,
+        path: &[Seg],
+        i: usize,
+        line: usize,
+    ) -> Option<Action> {
+        let capture: Vec<Capture> = step
+            .capture
+            .iter()
+            .flatten()
+            .map(|(field, metric)| Capture {
+                path: split_path(field),
+                metric: metric.clone(),
+            })
+            .collect();
+        if let Some(spec) = &step.send_audio {
+            return self.audio(spec, path, "send_audio").map(Action::SendAudio);
+        }
+        if let Some(name) = &step.send {
+            return Control::from_name(name).map(Action::Send); // validated
+        }
+        if let Some(event) = &step.await_ {
+            return Some(Action::Await {
+                event: event.clone(),
+                record: step.record.clone(),
+                from: step.from.clone(),
+                timeout: step.timeout.map_or(DEFAULT_AWAIT_TIMEOUT, |t| t.0),
+                capture,
+            });
+        }
+        if let Some(w) = &step.wait {
+            return Some(Action::Wait(w.0.clone()));
+        }
+        if let Some(spec) = &step.interrupt {
+            let audio = match &spec.audio {
+                Some(a) => Some(self.audio(a, path, "interrupt")?),
+                None => None,
+            };
+            return Some(Action::Interrupt {
+                after: spec
+                    .after
+                    .as_ref()
+                    .map_or(Dist::Fixed(Duration::ZERO), |j| j.0.clone()),
+                audio,
+                explicit: spec.explicit,
+                speech_end: spec.speech_end.unwrap_or(true),
+            });
+        }
+        if let Some(m) = &step.mark {
+            return Some(Action::Mark(m.clone()));
+        }
+        let (target, check) = match (&step.expect, &step.check) {
+            (Some(e), _) => (e, None),
+            (None, Some(c)) => (
+                c,
+                Some(step.name.clone().unwrap_or_else(|| {
+                    let at = if line > 0 {
+                        format!("line {line}")
+                    } else {
+                        format!("step {}", i + 1)
+                    };
+                    format!("{scenario}: {c} ({at})")
+                })),
+            ),
+            _ => return None, // validated: one action
+        };
+        let what = match target.as_str() {
+            "audio_stops" => Expectation::AudioStops,
+            "audio_resumes" => Expectation::AudioResumes,
+            "no_audio" => Expectation::NoAudio,
+            name => {
+                let conditions = match step.where_.as_ref().map(conditions).transpose() {
+                    Ok(c) => c.unwrap_or_default(),
+                    Err(e) => {
+                        self.error(path, "where", e.to_string());
+                        return None;
+                    }
+                };
+                Expectation::Event {
+                    name: name.to_string(),
+                    conditions,
+                }
+            }
+        };
+        let default_within = if matches!(what, Expectation::Event { .. }) {
+            DEFAULT_AWAIT_TIMEOUT
+        } else {
+            Duration::from_secs(1)
+        };
+        Some(Action::Expect {
+            what,
+            record: step.record.clone(),
+            from: step.from.clone(),
+            within: step.within.map_or(default_within, |w| w.0),
+            capture,
+            check,
+        })
+    }
+}

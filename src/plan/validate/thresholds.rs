@@ -1,0 +1,80 @@
+//! Checks of `thresholds`: the metric exists, and the expression fits it (a statistic for
+//! latencies, a sane ratio for `success_rate` and `checks`).
+
+use super::recorded_metrics;
+use crate::plan::diag::{Diagnostic, did_you_mean};
+use crate::plan::threshold_expr::{Op, Stat};
+use crate::plan::{CHECKS, LoadedPlan, SUCCESS_RATE};
+use crate::plan_path;
+
+/// Plan errors of the `thresholds` table.
+pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
+    let plan = &lp.plan;
+    let metrics = recorded_metrics(plan);
+    let mut known: Vec<&str> = metrics.iter().map(String::as_str).collect();
+    known.push(SUCCESS_RATE);
+    known.push(CHECKS);
+    for (name, exprs) in &plan.thresholds {
+        let path = plan_path!["thresholds", name.as_str()];
+        if !known.contains(&name.as_str()) {
+            let hint = did_you_mean(name, &known)
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("metrics in this plan: {}", known.join(", ")));
+            errs.push(lp.diag(
+                &path,
+                format!("threshold on `{name}`, but no step records a metric of that name"),
+                Some(hint),
+            ));
+            continue;
+        }
+        if exprs.0.is_empty() {
+            errs.push(lp.diag(&path, format!("threshold `{name}` has an empty list"), None));
+        }
+        for e in &exprs.0 {
+            if name == SUCCESS_RATE || name == CHECKS {
+                if e.stat.is_some_and(|s| s != Stat::Rate) || e.limit_is_duration {
+                    errs.push(lp.diag(
+                        &path,
+                        format!("`{name}` is a ratio 0..1: write e.g. `> 0.99`, not `{e}`"),
+                        None,
+                    ));
+                } else if !(0.0..=1.0).contains(&e.limit) {
+                    errs.push(lp.diag(
+                        &path,
+                        format!(
+                            "`{name}: {e}` compares a ratio with {}, outside 0..1",
+                            e.limit
+                        ),
+                        None,
+                    ));
+                } else {
+                    let always = matches!((e.op, e.limit), (Op::Ge, l) if l <= 0.0)
+                        || matches!((e.op, e.limit), (Op::Le, l) if l >= 1.0);
+                    let never = matches!((e.op, e.limit), (Op::Lt, l) if l <= 0.0)
+                        || matches!((e.op, e.limit), (Op::Gt, l) if l >= 1.0);
+                    if always || never {
+                        errs.push(lp.diag(
+                            &path,
+                            format!(
+                                "`{name}: {e}` can never {}",
+                                if always { "fail" } else { "pass" }
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            } else {
+                match e.stat {
+                    None | Some(Stat::Rate) => errs.push(lp.diag(
+                        &path,
+                        format!("threshold `{e}` on `{name}` needs a statistic"),
+                        Some(
+                            "e.g. `p95 < 1.5s` (p50, p90, p95, p99, mean, min, max, count)".into(),
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
