@@ -71,6 +71,8 @@ fn toml_plans() {
 
 #[test]
 fn threshold_expressions_durations_and_jitter() {
-    let n = replay("threshold_expr", planrun::plan::fuzz_scalar);
+    let n = replay("threshold_expr", |t| {
+        planrun::plan::fuzz_scalar(t).map_err(|e| e.to_string())
+    });
     assert!(n >= 10, "only {n} scalar inputs: is the corpus committed?");
 }

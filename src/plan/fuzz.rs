@@ -29,30 +29,37 @@ pub fn fuzz_plan(text: &str, toml_format: bool) -> bool {
     }
 }
 
+/// A round-trip invariant that a fuzz input broke (what re-parsed differently, and how).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokenInvariant(pub String);
+
 /// Fuzzing entry point for the one-line languages: threshold expressions, durations and
 /// jitter distributions. What parses must render to text that parses again, and sampling a
 /// distribution must stay finite. `Err` describes a broken invariant (the fuzz target panics
 /// on it).
 #[doc(hidden)]
-pub fn fuzz_scalar(text: &str) -> Result<(), String> {
+pub fn fuzz_scalar(text: &str) -> Result<(), BrokenInvariant> {
     use rand::SeedableRng;
     if let Ok(e) = text.parse::<threshold_expr::ThresholdExpr>() {
         let again: threshold_expr::ThresholdExpr = e
             .to_string()
             .parse()
-            .map_err(|err| format!("threshold `{e}` does not re-parse: {err}"))?;
+            .map_err(|err| BrokenInvariant(format!("threshold `{e}` does not re-parse: {err}")))?;
         if again != e {
-            return Err(format!("threshold `{e}` re-parses as {again:?}"));
+            return Err(BrokenInvariant(format!(
+                "threshold `{e}` re-parses as {again:?}"
+            )));
         }
     }
     if let Ok(d) = crate::distribution::parse_duration(text) {
         crate::distribution::parse_duration(&crate::distribution::format_duration(d))
-            .map_err(|err| format!("duration {d:?} does not re-parse: {err}"))?;
+            .map_err(|err| BrokenInvariant(format!("duration {d:?} does not re-parse: {err}")))?;
     }
     if let Ok(d) = text.parse::<crate::distribution::Dist>() {
         d.to_string()
             .parse::<crate::distribution::Dist>()
-            .map_err(|err| format!("jitter `{d}` does not re-parse: {err}"))?;
+            .map_err(|err| BrokenInvariant(format!("jitter `{d}` does not re-parse: {err}")))?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(text.len() as u64);
         for _ in 0..8 {
             let _ = d.sample(&mut rng);
