@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::distribution::format_duration;
 use crate::metrics::{Failure, FailureClass, Recorder};
-use crate::plan::compile::StepSpec;
+use crate::plan::compile::{StepSpec, TimelineDetail};
 use crate::plan::target::WireSpec;
 
 use super::connect::Connection;
@@ -28,6 +28,8 @@ pub struct Ctx<'a> {
     pub rec: &'a mut Recorder,
     pub rng: &'a mut StdRng,
     pub stop: watch::Receiver<bool>,
+    /// What the plan's thresholds need on the timeline beyond the usual.
+    pub detail: TimelineDetail,
 }
 
 /// Resolves when the run is stopped; never, if the stop signal's sender is gone.

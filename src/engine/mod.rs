@@ -383,6 +383,7 @@ async fn user_loop(
             rec: &mut rec,
             rng: &mut rng,
             stop: stop.clone(),
+            detail: plan.timeline_detail(),
         };
         let call = async {
             match scenario.timeout {

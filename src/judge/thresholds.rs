@@ -7,13 +7,20 @@
 //! windows of length W starting every W/4 from the run's start, plus one window ending at the
 //! run's end, so every instant is covered. Each window is judged from the timestamped samples
 //! it holds (a sample belongs to the window in which it was measured; empty windows are not
-//! judged); the threshold fails if any window breaches, and the result names the worst window.
+//! judged, except by `count`, for which an empty window counts 0); the threshold fails if any
+//! window breaches, and the result names the worst window. `checks` are judged over windows
+//! from the timeline's `check_passed`/`check_failed` markers, `frame_jitter` from its per-chunk
+//! samples: the engine puts both on the timeline when a threshold needs them
+//! ([`crate::plan::compile::CompiledPlan::timeline_detail`]).
+//!
+//! Rule: every threshold that validates can fail. Combinations that could never fire are plan
+//! errors (`crate::plan::validate`), not thresholds that silently pass.
 
 pub use crate::contract::thresholds::{ThresholdResult, WindowReport};
-use crate::metrics::{FailureClass, MetricStats, Summary};
+use crate::metrics::{FailureClass, IterationRecord, MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
 use crate::plan::threshold_expr::{Op, Stat};
-use crate::plan::{CHECKS, SUCCESS_RATE};
+use crate::plan::{CHECK_FAILED_MARKER, CHECK_PASSED_MARKER, CHECKS, SUCCESS_RATE};
 use crate::stats;
 
 /// One statistic of a set of values (ms); None when empty.
@@ -85,7 +92,10 @@ fn judge_windows(
             hi += 1;
         }
         let mut vals: Vec<f64> = points[lo..hi].iter().map(|p| p.1).collect();
-        let value = if stat == Stat::Rate {
+        let value = if stat == Stat::Count {
+            // A window in which nothing was measured counted 0: `count >= N over W` must catch it.
+            Some(vals.len() as f64)
+        } else if stat == Stat::Rate {
             (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
         } else {
             stat_of(&mut vals, stat)
@@ -105,30 +115,70 @@ fn judge_windows(
     (worst, passed, (report.judged > 0).then_some(report))
 }
 
-/// The timestamped points a windowed threshold is judged from.
-fn window_points(summary: &Summary, metric: &str) -> Vec<(u64, f64)> {
+/// The timestamped points a windowed threshold is judged from; None when the run's timeline does
+/// not hold them (`checks` ran, but their passes were not put on the timeline).
+fn window_points(summary: &Summary, metric: &str) -> Option<Vec<(u64, f64)>> {
+    let iterations = &summary.recorder.iterations;
     if metric == SUCCESS_RATE {
-        summary
-            .recorder
-            .iterations
+        Some(
+            iterations
+                .iter()
+                .filter(|r| {
+                    r.failure
+                        .as_ref()
+                        .is_none_or(|f| f.class != FailureClass::Aborted)
+                })
+                .map(|r| (r.end_us, if r.failure.is_none() { 1.0 } else { 0.0 }))
+                .collect(),
+        )
+    } else if metric == CHECKS {
+        let points: Vec<(u64, f64)> = iterations
             .iter()
-            .filter(|r| {
-                r.failure
-                    .as_ref()
-                    .is_none_or(|f| f.class != FailureClass::Aborted)
+            .flat_map(|r| r.markers.iter())
+            .filter_map(|m| match m.kind.as_str() {
+                CHECK_PASSED_MARKER => Some((m.at_us, 1.0)),
+                CHECK_FAILED_MARKER => Some((m.at_us, 0.0)),
+                _ => None,
             })
-            .map(|r| (r.end_us, if r.failure.is_none() { 1.0 } else { 0.0 }))
-            .collect()
+            .collect();
+        let passed_marked = points.iter().filter(|p| p.1 > 0.0).count() as u64;
+        let passed: u64 = summary.recorder.checks.values().map(|c| c.passed).sum();
+        (passed_marked >= passed).then_some(points)
     } else {
-        summary
-            .recorder
-            .iterations
-            .iter()
-            .flat_map(|r| r.samples.iter())
-            .filter(|s| s.metric == metric)
-            .map(|s| (s.at_us, s.value_ms))
-            .collect()
+        Some(
+            iterations
+                .iter()
+                .flat_map(|r| r.samples.iter())
+                .filter(|s| s.metric == metric)
+                .map(|s| (s.at_us, s.value_ms))
+                .collect(),
+        )
     }
+}
+
+/// Feed one finished iteration into the live view the `abort_on_fail` monitor judges: its
+/// samples into the histograms, its `check` markers into the check counts, and the iteration
+/// itself (for `success_rate` and windows).
+pub fn feed_live(summary: &mut Summary, rec: IterationRecord) {
+    for sm in &rec.samples {
+        summary.recorder.record(
+            &sm.metric,
+            std::time::Duration::from_secs_f64(sm.value_ms.max(0.0) / 1000.0),
+        );
+    }
+    for m in &rec.markers {
+        match m.kind.as_str() {
+            CHECK_PASSED_MARKER => summary.recorder.check(&m.detail, true),
+            CHECK_FAILED_MARKER => {
+                // The detail is `NAME: why`; only the run's overall pass rate is judged, so a
+                // name that itself holds ": " only splits the live per-name counts.
+                let name = m.detail.split_once(": ").map_or(m.detail.as_str(), |p| p.0);
+                summary.recorder.check(name, false);
+            }
+            _ => {}
+        }
+    }
+    summary.recorder.iteration(rec);
 }
 
 fn stat_value(stats: &MetricStats, stat: Stat) -> Option<f64> {
@@ -153,15 +203,19 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             let stat = t.expr.stat_or_rate();
             let mut window = None;
             let mut windowed_pass = None;
-            let observed = if let Some(w) = t.expr.window.filter(|_| t.metric != CHECKS) {
+            let points = t
+                .expr
+                .window
+                .map(|w| (w, window_points(summary, &t.metric)));
+            let timestamps = points.as_ref().is_none_or(|p| p.1.is_some());
+            let observed = if let Some((w, Some(points))) = points {
                 let end_us = summary.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-                let (v, passed, report) =
-                    judge_windows(t, w, window_points(summary, &t.metric), end_us);
+                let (v, passed, report) = judge_windows(t, w, points, end_us);
                 window = report;
                 windowed_pass = Some(passed);
                 v
             } else if t.expr.window.is_some() {
-                None // `checks` have no timestamps
+                None // the timeline lacks the timestamps (a timeline written without them)
             } else if t.metric == SUCCESS_RATE {
                 summary.iterations().success_rate()
             } else if t.metric == CHECKS {
@@ -175,8 +229,8 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             let passed = windowed_pass
                 .unwrap_or_else(|| observed.is_some_and(|v| t.expr.op.holds(v, t.expr.limit)));
             let mut observed_text = match observed {
-                None if t.metric == CHECKS && t.expr.window.is_some() => {
-                    "checks cannot be judged over windows".to_string()
+                None if t.metric == CHECKS && t.expr.window.is_some() && !timestamps => {
+                    "the timeline has no check_passed markers to judge windows from".to_string()
                 }
                 None if t.metric == SUCCESS_RATE => "no iterations".to_string(),
                 None if t.metric == CHECKS => "no checks ran".to_string(),
@@ -384,6 +438,79 @@ mod tests {
         assert_eq!(verdicts, [true, true, false, false, false]);
         specs[0].expr.abort_on_fail = false;
         assert!(!can_no_longer_pass(&specs[0], &r[0]));
+    }
+
+    fn check_iteration(at_us: u64, passed: bool) -> IterationRecord {
+        use crate::metrics::Marker;
+        IterationRecord {
+            user: 0,
+            iteration: at_us,
+            scenario: "s".into(),
+            start_us: at_us,
+            end_us: at_us,
+            failure: None,
+            markers: vec![Marker {
+                kind: if passed {
+                    CHECK_PASSED_MARKER
+                } else {
+                    CHECK_FAILED_MARKER
+                }
+                .into(),
+                at_us,
+                detail: if passed { "c".into() } else { "c: no".into() },
+            }],
+            samples: vec![],
+        }
+    }
+
+    #[test]
+    fn checks_are_judged_over_windows_and_fed_live() {
+        // One check per 100 ms for 20 s; all fail during 10–12 s (10% of the run).
+        let mut s = Summary::new(Recorder::default(), vec![], Duration::from_secs(20), false);
+        for i in 0..200u64 {
+            feed_live(
+                &mut s,
+                check_iteration(i * 100_000, !(100..120).contains(&i)),
+            );
+        }
+        assert_eq!(s.check_rate(), Some(0.9));
+        let r = evaluate(
+            &s,
+            &[
+                spec("checks", "> 0.85"),
+                spec("checks", "> 0.85 over 4s"),
+                spec("checks", "> 0.4 over 4s"),
+            ],
+        );
+        assert!(r[0].passed, "{:?}", r[0]);
+        assert!(!r[1].passed, "{:?}", r[1]);
+        assert_eq!(r[1].observed, Some(0.5));
+        assert!(r[2].passed, "{:?}", r[2]);
+        // A timeline without the passes (written without them) is not judged as all-failed.
+        for it in &mut s.recorder.iterations {
+            it.markers.retain(|m| m.kind != CHECK_PASSED_MARKER);
+        }
+        let r = evaluate(&s, &[spec("checks", "> 0.1 over 4s")]);
+        assert!(!r[0].passed && r[0].observed.is_none(), "{:?}", r[0]);
+        assert!(r[0].observed_text.contains("check_passed"), "{:?}", r[0]);
+    }
+
+    #[test]
+    fn a_count_over_windows_counts_empty_windows_as_zero() {
+        let s = spiky();
+        let r = evaluate(
+            &s,
+            &[
+                spec("ttfa", "count <= 40 over 4s"),
+                spec("ttfa", "count < 40 over 4s"),
+                spec("never", "count < 1 over 4s"),
+                spec("never", "count >= 1 over 4s"),
+            ],
+        );
+        assert!(r[0].passed, "{:?}", r[0]);
+        assert!(!r[1].passed && r[1].observed == Some(40.0), "{:?}", r[1]);
+        assert!(r[2].passed && r[2].observed == Some(0.0), "{:?}", r[2]);
+        assert!(!r[3].passed && r[3].observed == Some(0.0), "{:?}", r[3]);
     }
 
     #[test]

@@ -34,6 +34,18 @@ pub const SUCCESS_RATE: &str = "success_rate";
 /// The pass rate of all `check` steps.
 pub const CHECKS: &str = "checks";
 
+/// Timeline marker of a `check` that failed (detail: `NAME: why`).
+pub const CHECK_FAILED_MARKER: &str = "check_failed";
+
+/// Timeline marker of a `check` that passed (detail: its name). Put on the timeline only when a
+/// `checks` threshold is judged over windows or during the run (see
+/// [`compile::CompiledPlan::timeline_detail`]).
+pub const CHECK_PASSED_MARKER: &str = "check_passed";
+
+/// The audio-quality metric recorded once per reply chunk: kept in the histograms only, unless a
+/// threshold judges it over windows or during the run.
+pub const FRAME_JITTER: &str = "frame_jitter";
+
 /// Audio-quality metrics recorded from every reply stream.
 pub const QUALITY_METRICS: &[&str] = &["glitch", "frame_jitter", "reverse_barge_in"];
 

@@ -156,11 +156,6 @@ fn parse_threshold(text: &str) -> Result<ThresholdExpr, String> {
             None => (t, None),
         };
         let mut e = parse_expr(expr, t)?;
-        if window.is_some() && e.stat == Some(Stat::Count) {
-            return Err(format!(
-                "threshold `{t}`: `count` cannot be judged over a window; use a percentile, mean, min, max or a rate"
-            ));
-        }
         e.window = window;
         Ok(e)
     }
@@ -378,7 +373,9 @@ mod tests {
         let e: ThresholdExpr = "> 0.9 over 5s".parse().unwrap();
         assert_eq!((e.stat, e.window), (None, Some(Duration::from_secs(5))));
         let err = |s: &str| s.parse::<ThresholdExpr>().unwrap_err().to_string();
-        assert!(err("count > 3 over 10s").contains("cannot be judged over a window"));
+        // A count over windows: how many samples each window holds (an empty one holds 0).
+        let e: ThresholdExpr = "count < 3 over 10s".parse().unwrap();
+        assert_eq!((e.stat, e.limit), (Some(Stat::Count), 3.0));
         assert!(err("p95 < 1s over 0s").contains("zero-length"));
         assert!(err("p95 < 1s over soon").contains("window"));
     }

@@ -441,13 +441,7 @@ impl Stream {
                 if let Some(live) = &live
                     && let Ok(mut s) = live.lock()
                 {
-                    for sm in &rec.samples {
-                        s.recorder.record(
-                            &sm.metric,
-                            std::time::Duration::from_secs_f64(sm.value_ms.max(0.0) / 1000.0),
-                        );
-                    }
-                    s.recorder.iteration(rec);
+                    crate::judge::thresholds::feed_live(&mut s, rec);
                 }
             }
             match error {

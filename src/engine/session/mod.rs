@@ -31,6 +31,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::{Failure, FailureClass};
+use crate::plan::FRAME_JITTER;
 use crate::plan::compile::{ScenarioSpec, StepSpec};
 use crate::plan::model::ProtocolKind;
 use crate::plan::target::WireSpec;
@@ -197,8 +198,9 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
 impl Session<'_, '_> {
     /// Record a measurement taken at `at`.
     fn record(&mut self, metric: &str, value: Duration, at: Instant) {
-        if metric == "frame_jitter" {
-            // One per chunk: the histogram has it, the timeline would balloon.
+        if metric == FRAME_JITTER && !self.ctx.detail.frame_jitter {
+            // One per chunk: the histogram has it, the timeline would balloon (unless a
+            // threshold judges it over time).
             self.ctx.rec.record(metric, value);
             return;
         }

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{Failure, FailureClass};
 use crate::plan::compile::{Action, DEFAULT_AWAIT_TIMEOUT, StepSpec};
+use crate::plan::{CHECK_FAILED_MARKER, CHECK_PASSED_MARKER};
 use crate::protocol::Control;
 
 use super::timeline::{self, UserSpeech};
@@ -175,13 +176,16 @@ impl Session<'_, '_> {
                     (None, r) => r,
                     (Some(name), Ok(())) => {
                         self.ctx.rec.check(name, true);
+                        if self.ctx.detail.checks {
+                            self.mark(CHECK_PASSED_MARKER, Instant::now(), name.clone());
+                        }
                         Ok(())
                     }
                     (Some(_), Err(f)) if f.class == FailureClass::Aborted => Err(f),
                     (Some(name), Err(f)) => {
                         self.ctx.rec.check(name, false);
                         self.mark(
-                            "check_failed",
+                            CHECK_FAILED_MARKER,
                             Instant::now(),
                             format!("{name}: {}", f.message),
                         );

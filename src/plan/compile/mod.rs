@@ -42,6 +42,30 @@ pub struct CompiledPlan {
     pub audio_dir: Option<PathBuf>,
 }
 
+/// What a call puts on its timeline beyond the usual markers and samples, because a threshold
+/// judges it over time (`over W` windows, or `abort_on_fail` during the run): every chunk's
+/// `frame_jitter` sample, and a marker for every passed `check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimelineDetail {
+    pub frame_jitter: bool,
+    pub checks: bool,
+}
+
+impl CompiledPlan {
+    /// What the thresholds need on the timeline (see [`TimelineDetail`]).
+    pub fn timeline_detail(&self) -> TimelineDetail {
+        let over_time = |metric: &str| {
+            self.thresholds
+                .iter()
+                .any(|t| t.metric == metric && (t.expr.window.is_some() || t.expr.abort_on_fail))
+        };
+        TimelineDetail {
+            frame_jitter: over_time(super::FRAME_JITTER),
+            checks: over_time(super::CHECKS),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetUrl {
     Builtin,

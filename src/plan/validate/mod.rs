@@ -35,6 +35,16 @@ pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
             }
         });
     }
+    if plan.target.protocol == model::ProtocolKind::Custom
+        && let Some(Ok(custom)) = plan.target.custom.as_ref().map(|c| c.resolved())
+    {
+        // Numeric fields the mapping's inbound rules capture.
+        for m in custom.captured_metrics() {
+            if !names.contains(&m) {
+                names.push(m);
+            }
+        }
+    }
     if !http_chunks {
         names.extend(QUALITY_METRICS.iter().map(|s| s.to_string()));
     }

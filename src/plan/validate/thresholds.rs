@@ -3,8 +3,11 @@
 
 use super::recorded_metrics;
 use crate::plan::diag::{Diagnostic, did_you_mean};
+use crate::plan::model::ProtocolKind;
 use crate::plan::threshold_expr::{Op, Stat};
-use crate::plan::{CHECKS, LoadedPlan, SUCCESS_RATE};
+use crate::plan::{
+    CHECKS, HTTP_CHUNK_LATENCY, LoadedPlan, QUALITY_METRICS, SUCCESS_RATE, walk_steps,
+};
 use crate::plan_path;
 
 /// Plan errors of the `thresholds` table.
@@ -14,8 +17,37 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
     let mut known: Vec<&str> = metrics.iter().map(String::as_str).collect();
     known.push(SUCCESS_RATE);
     known.push(CHECKS);
+    let http_chunks = plan.target.protocol == ProtocolKind::HttpChunks;
+    let mut has_checks = false;
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
+            has_checks |= step.check.is_some();
+        });
+    }
     for (name, exprs) in &plan.thresholds {
         let path = plan_path!["thresholds", name.as_str()];
+        if http_chunks && QUALITY_METRICS.contains(&name.as_str()) {
+            errs.push(lp.diag(
+                &path,
+                format!(
+                    "threshold on `{name}`, but `protocol: http_chunks` receives no reply audio \
+                     stream, so `{name}` is never measured"
+                ),
+                Some(format!(
+                    "audio-quality metrics need a WebSocket protocol; for HTTP calls threshold \
+                     `{HTTP_CHUNK_LATENCY}` or a `target.http.capture` value"
+                )),
+            ));
+            continue;
+        }
+        if name == CHECKS && !has_checks {
+            errs.push(lp.diag(
+                &path,
+                "threshold on `checks`, but no step of the plan has `check:`, so it could never pass",
+                Some("add a `check:` step, or threshold `success_rate` instead".into()),
+            ));
+            continue;
+        }
         if !known.contains(&name.as_str()) {
             let hint = did_you_mean(name, &known)
                 .map(|s| format!("did you mean `{s}`?"))
@@ -30,7 +62,25 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
         if exprs.0.is_empty() {
             errs.push(lp.diag(&path, format!("threshold `{name}` has an empty list"), None));
         }
-        for e in &exprs.0 {
+        for (i, e) in exprs.0.iter().enumerate() {
+            if e.abort_on_fail && e.stat == Some(Stat::Count) && matches!(e.op, Op::Gt | Op::Ge) {
+                // A count that is still too low may yet grow: it can only be judged at the end.
+                errs.push(
+                    lp.diag(
+                        &plan_path!["thresholds", name.as_str(), i],
+                        format!(
+                            "`{name}: {e}` with abort_on_fail can never stop the run: a count that \
+                         is still below {} may yet grow, so it is only judged at the end",
+                            e.limit
+                        ),
+                        Some(
+                            "drop `abort_on_fail` (the count is judged when the run ends), or \
+                         abort on an upper bound such as `count < N`"
+                                .into(),
+                        ),
+                    ),
+                );
+            }
             if name == SUCCESS_RATE || name == CHECKS {
                 if e.stat.is_some_and(|s| s != Stat::Rate) || e.limit_is_duration {
                     errs.push(lp.diag(
