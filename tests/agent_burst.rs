@@ -460,3 +460,49 @@ async fn realtime_barge_in_while_sending_ahead_clears_then_cancels() {
     assert!((1..=3).contains(&heard), "output_tokens {heard}: {done}");
     agent.shutdown().await;
 }
+
+#[test]
+fn plan_keys_reach_the_agent() {
+    let text = "name: t\ntarget:\n  url: builtin\n  agent:\n    reply_pacing: ahead(250ms)\n    \
+                sentence_pause: 400ms\nscenarios:\n  - name: a\n    steps:\n      - wait: 10ms\n";
+    let lp = planrun::plan::parse_str(text, std::path::Path::new("t.yaml")).expect("parses");
+    let c = planrun::engine::agent_config(&lp.plan.target.agent, 16_000, 1);
+    assert_eq!(c.reply_pacing, ReplyPacing::Ahead(ms(250)));
+    assert_eq!(c.sentence_pause, ms(400));
+    let c = planrun::engine::agent_config(&Default::default(), 16_000, 1);
+    assert_eq!(
+        (c.reply_pacing, c.sentence_pause),
+        (ReplyPacing::Realtime, ms(0))
+    );
+    let bad = text.replace("ahead(250ms)", "bursty");
+    let err = planrun::plan::parse_str(&bad, std::path::Path::new("t.yaml"))
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(
+        err.contains("reply_pacing must be `realtime`, `burst` or `ahead"),
+        "{err}"
+    );
+}
+
+#[test]
+fn agent_flags_set_the_pacing() {
+    use clap::Parser;
+    let cli = planrun::cli::Cli::try_parse_from([
+        "planrun",
+        "agent",
+        "--reply-pacing",
+        "ahead(500ms)",
+        "--sentence-pause",
+        "400ms",
+    ])
+    .expect("parses");
+    let Some(planrun::cli::Command::Agent(args)) = cli.command else {
+        panic!("agent command expected");
+    };
+    let c = args.config();
+    assert_eq!((c.reply_pacing, c.sentence_pause), (AHEAD, ms(400)));
+    assert!(
+        planrun::cli::Cli::try_parse_from(["planrun", "agent", "--reply-pacing", "fast"]).is_err()
+    );
+}
