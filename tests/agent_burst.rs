@@ -475,10 +475,10 @@ fn plan_keys_reach_the_agent() {
         (ReplyPacing::Realtime, ms(0))
     );
     let bad = text.replace("ahead(250ms)", "bursty");
-    let err = planrun::plan::parse_str(&bad, std::path::Path::new("t.yaml"))
-        .err()
-        .expect("rejected")
-        .to_string();
+    let err = match planrun::plan::parse_str(&bad, std::path::Path::new("t.yaml")) {
+        Ok(_) => panic!("`bursty` must be rejected"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         err.contains("reply_pacing must be `realtime`, `burst` or `ahead"),
         "{err}"
