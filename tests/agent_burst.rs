@@ -506,3 +506,25 @@ fn agent_flags_set_the_pacing() {
         planrun::cli::Cli::try_parse_from(["planrun", "agent", "--reply-pacing", "fast"]).is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_manual_turn_while_a_burst_still_plays_starts_a_new_response() {
+    let agent = start_paced(ReplyPacing::Burst, 3000).await;
+    let mut c = realtime(&agent).await;
+    c.json(
+        json!({"type": "session.update", "session": {"type": "realtime",
+        "audio": {"input": {"turn_detection": null}}}}),
+    )
+    .await;
+    c.until("session.updated", ms(1000)).await;
+    for _ in 0..2 {
+        realtime_stream(&mut c, 200, true).await;
+        c.json(json!({"type": "input_audio_buffer.commit"})).await;
+        c.json(json!({"type": "response.create"})).await;
+        // The second request comes while the first burst is still playing at the caller.
+        let events = c.until("response.done", ms(3000)).await;
+        assert_eq!(count(&events, "error"), 0, "{:?}", kinds(&events));
+        assert_eq!(count(&events, DELTA), 150);
+    }
+    agent.shutdown().await;
+}

@@ -129,6 +129,12 @@ impl Session {
 
     /// Realtime `response.create`.
     pub(super) fn on_create_response(&mut self, now: Instant) -> Result<(), End> {
+        if let Phase::Speaking { reply, .. } = &self.phase
+            && reply.end_sent
+        {
+            // Its `response.done` is out (sent ahead): only the caller's playout is left.
+            self.phase = Phase::Idle;
+        }
         match &mut self.phase {
             Phase::Idle => {
                 // Answer what was committed while busy, else the conversation so far.
