@@ -25,6 +25,11 @@ pub struct AgentConfig {
     pub reply_duration: Dist,
     /// Digital silence at the start of every reply, before the tone.
     pub leading_silence: Duration,
+    /// How fast reply audio is sent: real time, all at once, or a fixed lead.
+    pub reply_pacing: ReplyPacing,
+    /// Pause between the sentences of a reply ([`SENTENCE`] of tone each): a gap in sending
+    /// when pacing in real time, digital silence inside the audio otherwise.
+    pub sentence_pause: Duration,
     /// User speech detected during a reply → audio stops.
     pub barge_in_delay: Dist,
     /// End of a false alarm → `resumed` and the audio continues.
@@ -61,6 +66,8 @@ impl Default for AgentConfig {
             tts_latency: Dist::from_millis(100),
             reply_duration: Dist::from_millis(1500),
             leading_silence: Duration::ZERO,
+            reply_pacing: ReplyPacing::Realtime,
+            sentence_pause: Duration::ZERO,
             barge_in_delay: Dist::from_millis(50),
             resume_delay: Dist::from_millis(100),
             min_speech: Duration::from_millis(400),
@@ -86,6 +93,14 @@ impl AgentConfig {
         if self.frame < Duration::from_millis(1) || self.frame > Duration::from_secs(1) {
             return Err(AgentError::Frame(self.frame));
         }
+        if let ReplyPacing::Ahead(lead) = self.reply_pacing
+            && lead > MAX_AHEAD
+        {
+            return Err(AgentError::Ahead(lead));
+        }
+        if self.sentence_pause > MAX_SENTENCE_PAUSE {
+            return Err(AgentError::SentencePause(self.sentence_pause));
+        }
         if !self.vad_threshold_dbfs.is_finite() {
             return Err(AgentError::VadThreshold);
         }
@@ -102,6 +117,38 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Speech per sentence of a reply: `sentence_pause` goes between consecutive sentences.
+pub const SENTENCE: Duration = Duration::from_millis(1500);
+/// Largest `ahead(N)` lead accepted.
+const MAX_AHEAD: Duration = Duration::from_secs(60);
+/// Largest `sentence_pause` accepted.
+const MAX_SENTENCE_PAUSE: Duration = Duration::from_secs(10);
+
+/// How the agent sends a reply's audio. Whatever the pacing, the caller plays it in real time
+/// from the reply's start; the agent models that playout to know what the caller has heard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplyPacing {
+    /// Each frame when it is due to play (the default): nothing is ever queued at the caller.
+    #[default]
+    Realtime,
+    /// The whole reply as fast as the socket takes it, as OpenAI Realtime, ElevenLabs or
+    /// Cartesia streams do.
+    Burst,
+    /// Keep this much audio queued ahead of the caller's playout.
+    Ahead(Duration),
+}
+
+impl ReplyPacing {
+    /// `realtime`, `burst` or `ahead(500ms)`.
+    pub fn name(self) -> String {
+        match self {
+            ReplyPacing::Realtime => "realtime".into(),
+            ReplyPacing::Burst => "burst".into(),
+            ReplyPacing::Ahead(d) => format!("ahead({}ms)", d.as_millis()),
+        }
     }
 }
 

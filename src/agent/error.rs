@@ -9,6 +9,10 @@ pub enum AgentError {
     SampleRate(u32),
     #[error("agent frame must be between 1ms and 1s, found {0:?}")]
     Frame(Duration),
+    #[error("agent reply_pacing ahead(N) must be at most 60s, found {0:?}")]
+    Ahead(Duration),
+    #[error("agent sentence_pause must be at most 10s, found {0:?}")]
+    SentencePause(Duration),
     #[error("agent vad_threshold_dbfs must be a finite number")]
     VadThreshold,
     /// A probability setting (`tool_fraction`, `faults.*`, `http.*`) outside 0..=1.

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use config::{AgentConfig, Faults};
+pub use config::{AgentConfig, Faults, ReplyPacing, SENTENCE};
 pub use error::AgentError;
 pub use http::{ChunkAnalysis, HttpAgentConfig, analyse as analyse_chunk};
 pub use vad::frame_dbfs;

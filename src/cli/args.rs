@@ -190,6 +190,13 @@ pub struct AgentArgs {
     /// User speech during a reply → reply stops.
     #[arg(long, value_parser = parse_dist)]
     pub barge_in_delay: Option<Dist>,
+    /// How reply audio is sent: `realtime`, `burst` (all at once) or `ahead(500ms)`.
+    #[arg(long, default_value = "realtime", value_name = "PACING")]
+    pub reply_pacing: crate::plan::model::ReplyPacing,
+    /// Pause between a reply's sentences (gap in sending at `realtime`, silence in the audio
+    /// otherwise), e.g. `400ms`.
+    #[arg(long, value_parser = crate::distribution::parse_duration, value_name = "DURATION")]
+    pub sentence_pause: Option<std::time::Duration>,
     /// Seed of the agent's RNG.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -253,6 +260,14 @@ impl AgentArgs {
             if let Some(d) = src {
                 *dst = d.clone();
             }
+        }
+        c.reply_pacing = match self.reply_pacing {
+            crate::plan::model::ReplyPacing::Realtime => agent::ReplyPacing::Realtime,
+            crate::plan::model::ReplyPacing::Burst => agent::ReplyPacing::Burst,
+            crate::plan::model::ReplyPacing::Ahead(d) => agent::ReplyPacing::Ahead(d),
+        };
+        if let Some(d) = self.sentence_pause {
+            c.sentence_pause = d;
         }
         c
     }

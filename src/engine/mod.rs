@@ -73,6 +73,16 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
     if let Some(d) = spec.leading_silence {
         c.leading_silence = d.0;
     }
+    if let Some(p) = spec.reply_pacing {
+        c.reply_pacing = match p {
+            crate::plan::model::ReplyPacing::Realtime => crate::agent::ReplyPacing::Realtime,
+            crate::plan::model::ReplyPacing::Burst => crate::agent::ReplyPacing::Burst,
+            crate::plan::model::ReplyPacing::Ahead(d) => crate::agent::ReplyPacing::Ahead(d),
+        };
+    }
+    if let Some(d) = spec.sentence_pause {
+        c.sentence_pause = d.0;
+    }
     if let Some(d) = spec.min_speech {
         c.min_speech = d.0;
     }

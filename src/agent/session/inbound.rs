@@ -42,7 +42,7 @@ impl Session {
             }
             Input::SpeechEnd(hint) => self.on_speech_end_message(hint, now),
             Input::CreateResponse => self.on_create_response(now),
-            Input::Cancel => self.on_cancel(),
+            Input::Cancel => self.on_cancel(now),
             Input::ClearBuffer => self.drop_utterance(now),
             Input::ManualTurns(manual) => {
                 self.manual = manual;
@@ -61,6 +61,16 @@ impl Session {
                 Ok(())
             }
             Input::Reply(msg) => send(&self.out, msg),
+            Input::MarkPlayed(name) => {
+                // Twilio echoes the reply's mark once the caller has played all of it.
+                if let Phase::Speaking { reply, .. } = &self.phase
+                    && reply.end_sent
+                    && name == "response_end"
+                {
+                    self.phase = Phase::Idle;
+                }
+                Ok(())
+            }
             Input::Hangup => Err(End::Hangup),
             Input::Violation(code, reason) => Err(End::Violation(code, reason)),
         }
@@ -119,6 +129,12 @@ impl Session {
 
     /// Realtime `response.create`.
     pub(super) fn on_create_response(&mut self, now: Instant) -> Result<(), End> {
+        if let Phase::Speaking { reply, .. } = &self.phase
+            && reply.end_sent
+        {
+            // Its `response.done` is out (sent ahead): only the caller's playout is left.
+            self.phase = Phase::Idle;
+        }
         match &mut self.phase {
             Phase::Idle => {
                 // Answer what was committed while busy, else the conversation so far.
@@ -143,7 +159,7 @@ impl Session {
     }
 
     /// Realtime `response.cancel`: stop the reply now.
-    pub(super) fn on_cancel(&mut self) -> Result<(), End> {
+    pub(super) fn on_cancel(&mut self, now: Instant) -> Result<(), End> {
         let active = match &self.phase {
             Phase::Idle => false,
             Phase::Thinking { turn, .. } => turn.go,
@@ -155,12 +171,11 @@ impl Session {
                 message: "there is no response in progress to cancel".into(),
             });
         }
-        self.phase = Phase::Idle;
         if let Some(barge) = self.barge.as_mut() {
             // Speech the agent is hearing becomes the next turn when it ends.
             barge.real = true;
         }
-        self.emit(Output::Cancelled(CancelReason::Client))
+        self.cancel_reply(CancelReason::Client, now)
     }
 
     /// Realtime `input_audio_buffer.clear` (or a switch to manual turns): forget the open
@@ -173,8 +188,7 @@ impl Session {
                 Ok(())
             }
             Some(Barge { real: true }) if matches!(self.phase, Phase::Speaking { .. }) => {
-                self.phase = Phase::Idle;
-                self.emit(Output::Cancelled(CancelReason::TurnDetected))
+                self.cancel_reply(CancelReason::TurnDetected, now)
             }
             _ => Ok(()),
         }

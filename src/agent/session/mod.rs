@@ -17,8 +17,8 @@
 //!
 //! This file holds the state and the loop; the rest is split by idea: [`connection`] (handshake,
 //! writer task, close), [`inbound`] (what the client says), [`turn_taking`] (user speech and
-//! barge-in), [`turn`] (ASR, tool call, generation), [`reply`] (streaming the reply audio) and
-//! [`faults`] (`malformed`, `drop`, `stall`).
+//! barge-in), [`turn`] (ASR, tool call, generation), [`reply`] (streaming the reply audio at
+//! the configured pacing, and stopping it) and [`faults`] (`malformed`, `drop`, `stall`).
 
 mod connection;
 mod faults;
@@ -37,10 +37,10 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
-use super::AgentConfig;
 use super::vad::{Ear, Heard};
 use super::voice::{Reply, ReplyAudio, Voice};
 use super::wire::{Output, REALTIME_RATE, TWILIO_RATE, Wire};
+use super::{AgentConfig, ReplyPacing};
 use connection::{End, Out, Ws, send};
 use faults::Slot;
 
@@ -254,7 +254,11 @@ impl Session {
                 if let Some(at) = reply.resume_at {
                     consider(at, Timer::Resume);
                 }
-                if !reply.paused {
+                if self.config().reply_pacing != ReplyPacing::Realtime {
+                    if let Some(at) = self.send_due() {
+                        consider(at, Timer::Frame);
+                    }
+                } else if !reply.paused {
                     consider(reply.due(self.voice.frame), Timer::Frame);
                 }
             }
@@ -268,8 +272,8 @@ impl Session {
     fn on_timer(&mut self, timer: Timer, due: Instant, now: Instant) -> Result<(), End> {
         match timer {
             Timer::Stage => self.on_stage(due),
-            Timer::Frame => self.on_frame(),
-            Timer::Stop => self.on_stop(),
+            Timer::Frame => self.on_frame(now),
+            Timer::Stop => self.on_stop(now),
             Timer::Resume => {
                 if let Phase::Speaking { reply, .. } = &mut self.phase {
                     reply.resume(due);

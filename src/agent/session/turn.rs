@@ -8,6 +8,7 @@ use rand::RngExt;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::super::ReplyPacing;
 use super::super::vad::Heard;
 use super::super::voice::Reply;
 use super::super::wire::Output;
@@ -56,7 +57,14 @@ impl Session {
                 .any(|k| !k.is_empty() && text.contains(&k.to_lowercase()))
         });
         let tool = (keyword || tool_roll < c.tool_fraction).then_some(tool_latency);
-        let audio = self.voice.reply(c.leading_silence, reply_duration);
+        // Sentence pauses: a gap in sending at real-time pacing, silence in the audio otherwise.
+        let realtime = c.reply_pacing == ReplyPacing::Realtime;
+        let pause = if realtime {
+            Duration::ZERO
+        } else {
+            c.sentence_pause
+        };
+        let audio = self.voice.reply(c.leading_silence, reply_duration, pause);
         let transcript = match heard.text {
             Some(text) if !text.trim().is_empty() => text,
             _ => format!("user utterance ({} ms of audio)", heard.audio.as_millis()),
@@ -114,7 +122,13 @@ impl Session {
                 let duration = Duration::from_secs_f64(
                     turn.audio.total as f64 / f64::from(self.voice.sample_rate()),
                 );
-                let mut reply = Reply::start(turn.audio, due);
+                let c = &self.shared.config;
+                let gap = if c.reply_pacing == ReplyPacing::Realtime {
+                    c.sentence_pause
+                } else {
+                    Duration::ZERO
+                };
+                let mut reply = Reply::start(turn.audio, due, gap);
                 if self.barge.is_some() {
                     // The user is already talking over the start of the answer.
                     let delay = self.shared.config.barge_in_delay.sample(&mut self.rng);

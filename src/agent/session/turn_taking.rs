@@ -58,8 +58,7 @@ impl Session {
             }
             Phase::Speaking { reply, .. } => {
                 if reply.paused {
-                    self.phase = Phase::Idle;
-                    self.emit(Output::Cancelled(CancelReason::TurnDetected))
+                    self.cancel_reply(CancelReason::TurnDetected, now)
                 } else {
                     if reply.stop_at.is_none() {
                         reply.stop_at = Some(now + c.barge_in_delay.sample(&mut self.rng));
@@ -88,8 +87,7 @@ impl Session {
             }
             if matches!(self.phase, Phase::Speaking { .. }) {
                 // Real barge-in that ended before its stop was due: stop now.
-                self.phase = Phase::Idle;
-                self.emit(Output::Cancelled(CancelReason::TurnDetected))?;
+                self.cancel_reply(CancelReason::TurnDetected, now)?;
             }
         }
         if matches!(self.phase, Phase::Idle) {
@@ -111,8 +109,8 @@ impl Session {
         }
     }
 
-    /// The barge-in reaction time elapsed: stop the audio.
-    pub(super) fn on_stop(&mut self) -> Result<(), End> {
+    /// The barge-in reaction time elapsed: stop the audio (what the caller has queued too).
+    pub(super) fn on_stop(&mut self, now: Instant) -> Result<(), End> {
         let Phase::Speaking { reply, .. } = &mut self.phase else {
             return Ok(());
         };
@@ -120,13 +118,18 @@ impl Session {
         match self.barge {
             None => Ok(()),
             Some(Barge { real: false }) => {
-                reply.paused = true; // wait: real barge-in or false alarm?
-                Ok(())
+                // Wait: real barge-in or false alarm?
+                if self.pause_reply(now)? {
+                    return Ok(());
+                }
+                // The whole reply is out (its end message too): it cannot resume, so the
+                // barge-in ends it, and the speech becomes the next turn.
+                if let Some(barge) = self.barge.as_mut() {
+                    barge.real = true;
+                }
+                self.cancel_reply(CancelReason::TurnDetected, now)
             }
-            Some(Barge { real: true }) => {
-                self.phase = Phase::Idle;
-                self.emit(Output::Cancelled(CancelReason::TurnDetected))
-            }
+            Some(Barge { real: true }) => self.cancel_reply(CancelReason::TurnDetected, now),
         }
     }
 }

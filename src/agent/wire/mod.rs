@@ -71,6 +71,8 @@ pub(crate) enum Input {
     Rate(u32),
     /// Send this as is (acknowledgements and errors the codec answers by itself).
     Reply(Message),
+    /// Twilio `mark` echo: the caller played the audio sent before the mark of this name.
+    MarkPlayed(String),
     /// Twilio `stop`: the call ended, close normally.
     Hangup,
     /// A protocol violation the connection cannot survive: close with this code and reason.
@@ -84,6 +86,17 @@ pub(crate) enum CancelReason {
     TurnDetected,
     /// The client asked (`response.cancel`).
     Client,
+}
+
+/// What the caller still had queued of a reply when it was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Nothing: real-time pacing, or everything sent has played.
+    Nothing,
+    /// This many samples, dropped now: the cancel must flush the caller's buffer.
+    Samples(u64),
+    /// An earlier [`Output::Flush`] (a barge-in pause) dropped it and nothing was sent since.
+    Flushed,
 }
 
 /// What the state machine tells the client, protocol-independently.
@@ -115,8 +128,17 @@ pub(crate) enum Output<'a> {
     Metrics(Value),
     /// The reply played out completely.
     ResponseEnd,
-    /// The reply was stopped for good.
-    Cancelled(CancelReason),
+    /// The reply was stopped for good (its response still open); `queued`: what the caller
+    /// still had of it to play.
+    Cancelled {
+        reason: CancelReason,
+        queued: Queued,
+    },
+    /// The caller must drop the reply audio it has queued (`samples` of it, sent ahead of real
+    /// time): a barge-in pause, or a barge-in after the reply's end message went out.
+    Flush {
+        samples: u64,
+    },
     /// The pending answer was dropped before any audio (the user kept talking while the agent
     /// was thinking). Only a response already opened on the wire needs closing.
     Abandoned,

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Input, Output};
+use super::{Input, Output, Queued};
 use crate::protocol::{
     Control, ServerEvent, decode_client_text, decode_pcm16, encode_server_event,
 };
@@ -40,7 +40,12 @@ pub(super) fn encode(out: Output<'_>) -> Vec<Message> {
         Output::ResponseStart { .. } => ServerEvent::ResponseStart,
         Output::Metrics(value) => ServerEvent::Metrics(value),
         Output::ResponseEnd => ServerEvent::ResponseEnd,
-        Output::Cancelled(_) => ServerEvent::Interrupted,
+        // `interrupted` is the raw protocol's flush: once per stop.
+        Output::Cancelled {
+            queued: Queued::Flushed,
+            ..
+        } => return Vec::new(),
+        Output::Cancelled { .. } | Output::Flush { .. } => ServerEvent::Interrupted,
         Output::Resumed => ServerEvent::Resumed,
         Output::Error { message, .. } => ServerEvent::Error(message),
     };

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{Input, Output, TWILIO_RATE};
+use super::{Input, Output, Queued, TWILIO_RATE};
 use crate::protocol::decode_pcm16;
 
 /// Twilio Media Streams: the agent is the bot's WebSocket server, the client plays Twilio.
@@ -43,7 +43,11 @@ impl Twilio {
             "start" => self.start(&value),
             "media" => self.media(&value),
             "stop" => vec![Input::Hangup],
-            // `connected`, `mark` echoes, `dtmf`, and anything newer: nothing to do.
+            "mark" => {
+                let name = value.pointer("/mark/name").and_then(Value::as_str);
+                vec![Input::MarkPlayed(name.unwrap_or_default().to_string())]
+            }
+            // `connected`, `dtmf`, and anything newer: nothing to do.
             _ => Vec::new(),
         }
     }
@@ -105,7 +109,14 @@ impl Twilio {
             Output::ResponseEnd => {
                 json!({"event": "mark", "streamSid": sid, "mark": {"name": "response_end"}})
             }
-            Output::Cancelled(_) => json!({"event": "clear", "streamSid": sid}),
+            // `clear` drops what Twilio has buffered: once per stop.
+            Output::Cancelled {
+                queued: Queued::Flushed,
+                ..
+            } => return Vec::new(),
+            Output::Cancelled { .. } | Output::Flush { .. } => {
+                json!({"event": "clear", "streamSid": sid})
+            }
             // Twilio has no transcripts, metrics, tool calls, errors or resume events.
             _ => return Vec::new(),
         };
@@ -150,7 +161,12 @@ mod tests {
             assert!((a - b).abs() <= 64, "{a} vs {b}");
         }
         assert_eq!(
-            text(&t.encode(Output::Cancelled(CancelReason::TurnDetected))[0])["event"],
+            text(
+                &t.encode(Output::Cancelled {
+                    reason: CancelReason::TurnDetected,
+                    queued: Queued::Nothing
+                })[0]
+            )["event"],
             "clear"
         );
         assert_eq!(

@@ -5,11 +5,13 @@
 //! line and column.
 
 mod load;
+mod reply_pacing;
 mod scalars;
 mod scenario;
 mod target;
 
 pub use load::*;
+pub use reply_pacing::ReplyPacing;
 pub use scalars::*;
 pub use scenario::*;
 pub use target::*;

@@ -241,6 +241,11 @@ pub struct AgentSpec {
     pub reply_duration: Option<Jitter>,
     /// Digital silence streamed before the reply's speech.
     pub leading_silence: Option<Dur>,
+    /// How reply audio is sent: `realtime` (default), `burst` or `ahead(500ms)`.
+    pub reply_pacing: Option<super::ReplyPacing>,
+    /// Pause between the sentences (1.5 s of speech each) of a reply: a gap in sending at
+    /// `realtime` pacing, digital silence inside the audio at `burst` and `ahead`.
+    pub sentence_pause: Option<Dur>,
     /// User speech during a reply → reply audio stops.
     pub barge_in_delay: Option<Jitter>,
     /// End of a false alarm → reply resumes.

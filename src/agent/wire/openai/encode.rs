@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::super::{CancelReason, Output};
+use super::super::{CancelReason, Output, Queued};
 use super::{AudioItem, OpenAi, Response};
 
 impl OpenAi {
@@ -170,15 +170,43 @@ impl OpenAi {
                 }
                 self.response_done(&mut msgs, None);
             }
-            Output::Cancelled(reason) => {
+            Output::Cancelled { reason, queued } => {
                 self.ensure_response(&mut msgs);
+                let dropped = match queued {
+                    Queued::Samples(n) => n,
+                    Queued::Nothing | Queued::Flushed => 0,
+                };
+                let response_id = self.unsend(dropped);
                 self.response_done(&mut msgs, Some(reason));
+                if dropped > 0 {
+                    msgs.push(self.cleared(response_id));
+                }
+            }
+            Output::Flush { samples } => {
+                let response_id = self.unsend(samples).or_else(|| self.last_response.clone());
+                msgs.push(self.cleared(response_id));
             }
             Output::Abandoned => self.response_done(&mut msgs, Some(CancelReason::TurnDetected)),
             Output::Resumed => {}
             Output::Error { code, message } => msgs.push(self.error(code, message)),
         }
         msgs
+    }
+
+    /// Audio the caller dropped from its buffer does not count as delivered (usage). Returns
+    /// the open response's id.
+    fn unsend(&mut self, samples: u64) -> Option<String> {
+        let resp = self.response.as_mut()?;
+        if let Some(audio) = resp.audio.as_mut() {
+            audio.sent_bytes = audio.sent_bytes.saturating_sub(samples * 2);
+        }
+        Some(resp.id.clone())
+    }
+
+    /// `output_audio_buffer.cleared`: what a WebRTC client receives when the server drops the
+    /// audio it had not played yet.
+    fn cleared(&mut self, response_id: Option<String>) -> Message {
+        self.event(json!({"type": "output_audio_buffer.cleared", "response_id": response_id}))
     }
 
     /// Open a response (`response.created`) unless one is in progress.
@@ -207,6 +235,7 @@ impl OpenAi {
         let Some(resp) = self.response.take() else {
             return;
         };
+        self.last_response = Some(resp.id.clone());
         let item_status = if cancelled.is_some() {
             "incomplete"
         } else {

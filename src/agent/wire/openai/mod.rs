@@ -34,6 +34,8 @@ pub(crate) struct OpenAi {
     /// The last transcript (for `usage.input_tokens`).
     transcript: String,
     response: Option<Response>,
+    /// The id of the last response done (its audio may still be playing at the caller).
+    last_response: Option<String>,
 }
 
 /// The response in progress.
@@ -84,6 +86,7 @@ impl OpenAi {
             user_item: None,
             transcript: String::new(),
             response: None,
+            last_response: None,
         }
     }
 

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::tests::text;
-use super::super::{CancelReason, Input, Output, Protocol, Wire};
+use super::super::{CancelReason, Input, Output, Protocol, Queued, Wire};
 use super::encode::{reply_text, tokens};
 use super::session::{merge, set_path};
 
@@ -68,7 +68,15 @@ fn realtime_response_lifecycle_and_usage() {
     let delta = o.encode(Output::Audio(&[0u8; 960]));
     assert_eq!(text(&delta[0])["type"], "response.output_audio.delta");
     o.encode(Output::Metrics(json!({"type": "metrics", "asr_ms": 50.0})));
-    let done = o.encode(Output::Cancelled(CancelReason::Client));
+    let done = o.encode(Output::Cancelled {
+        reason: CancelReason::Client,
+        queued: Queued::Nothing,
+    });
+    assert_eq!(
+        done.len(),
+        1,
+        "nothing queued: no output_audio_buffer.cleared"
+    );
     let v = text(&done[0]);
     assert_eq!(v["type"], "response.done");
     assert_eq!(v["response"]["status"], "cancelled");
