@@ -160,6 +160,7 @@ scenarios:
     );
     // The end-of-speech lag shows where the difference went.
     let lag = ms(&report, &["generator", "speech_end_lag_max_ms"]);
+    eprintln!("ttfa {ttfa} ms, from the actual end {actual} ms, speech-end lag {lag} ms");
     assert!(lag >= 600.0, "speech_end_lag {lag}: {report}");
     assert!(
         (ttfa - actual - lag).abs() < 60.0,
@@ -275,6 +276,7 @@ scenarios:
         .map(|x| x.value_ms)
         .collect();
     assert_eq!(lat.len(), 10, "{lat:?}");
+    eprintln!("chunk_latency (ms): {lat:?}");
     assert!(lat[0] < 200.0, "{lat:?}");
     assert!((1990.0..2400.0).contains(&lat[1]), "{lat:?}");
     for k in 3..=10 {
