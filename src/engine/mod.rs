@@ -263,21 +263,19 @@ async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
         } else {
             Duration::ZERO
         };
-        tasks.spawn(
+        let task = user_loop(
             user,
-            user_loop(
-                user,
-                sh.plan.clone(),
-                sh.conn.clone(),
-                sh.run_start,
-                sh.run_start + offset,
-                deadline,
-                sh.stop.clone(),
-                sh.progress.clone(),
-                sh.sink.clone(),
-                None,
-            ),
+            sh.plan.clone(),
+            sh.conn.clone(),
+            sh.run_start,
+            sh.run_start + offset,
+            deadline,
+            sh.stop.clone(),
+            sh.progress.clone(),
+            sh.sink.clone(),
+            None,
         );
+        tasks.spawn(user, task);
     }
     let mut total = Recorder::default();
     // A user that panicked comes back as its owed calls, failed: never silently dropped.

@@ -153,21 +153,19 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
         while (active.len() as u64) < u64::from(target) && due < deadline {
             let (tx, rx) = watch::channel(false);
             stats.scheduled += 1;
-            tasks.spawn(
+            let task = caller(
                 next_user,
-                caller(
-                    next_user,
-                    sh.plan.clone(),
-                    sh.conn.clone(),
-                    sh.run_start,
-                    due,
-                    Some(deadline),
-                    sh.stop.clone(),
-                    sh.progress.clone(),
-                    sh.sink.clone(),
-                    Some(rx),
-                ),
+                sh.plan.clone(),
+                sh.conn.clone(),
+                sh.run_start,
+                due,
+                Some(deadline),
+                sh.stop.clone(),
+                sh.progress.clone(),
+                sh.sink.clone(),
+                Some(rx),
             );
+            tasks.spawn(next_user, task);
             active.push(tx);
             next_user = next_user.saturating_add(1);
         }

@@ -207,8 +207,8 @@ impl Call<'_, '_> {
     }
 
     /// Send one chunk and read its answer. `chunk_latency` runs from `due` (when the chunk was
-    /// scheduled to leave; None: when it is handed to the connection), as wrk2 does, so a chunk held back by a slow answer to
-    /// the one before it reports that wait too.
+    /// scheduled to leave; None: when it is handed to the connection), as wrk2 does, so a chunk
+    /// held back by a slow answer to the one before it reports that wait too.
     async fn post_chunk(
         &mut self,
         step: &StepSpec,
