@@ -48,10 +48,73 @@ pub(super) fn fail(class: FailureClass, step: &StepSpec, message: impl Into<Stri
     }
 }
 
+/// The largest number a server may send for a captured metric: 10¹² ms (about 31 years).
+pub const MAX_CAPTURED_MS: f64 = 1e12;
+
+/// A number the server sent for `metric`, taken as milliseconds. A value that is no duration
+/// (negative, not finite, above [`MAX_CAPTURED_MS`]) is refused with the reason (the call's
+/// `bad_value` failure), never converted: `Duration::from_secs_f64` would panic on it.
+pub(super) fn captured_ms(metric: &str, ms: f64) -> Result<Duration, String> {
+    if ms == 0.0 {
+        // Also -0.
+        return Ok(Duration::ZERO);
+    }
+    if ms.is_finite() && ms > 0.0 && ms <= MAX_CAPTURED_MS {
+        return Ok(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let shown = if ms.is_finite() && !(1e-6..1e15).contains(&ms.abs()) {
+        format!("{ms:e}")
+    } else {
+        ms.to_string()
+    };
+    Err(format!(
+        "the server sent {shown} for `{metric}`: not a duration from 0 to {MAX_CAPTURED_MS:e} ms"
+    ))
+}
+
 /// Why a call that ran past its scenario's `timeout` failed.
 pub(super) fn scenario_timeout(scenario: &str, timeout: Duration) -> String {
     format!(
         "scenario `{scenario}` took longer than its timeout {}",
         format_duration(timeout)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_values_become_durations_or_a_reason() {
+        assert_eq!(captured_ms("m", 0.0), Ok(Duration::ZERO));
+        assert_eq!(captured_ms("m", -0.0), Ok(Duration::ZERO));
+        assert_eq!(captured_ms("m", 12.5), Ok(Duration::from_micros(12_500)));
+        assert_eq!(
+            captured_ms("m", MAX_CAPTURED_MS),
+            Ok(Duration::from_secs(1_000_000_000))
+        );
+        for bad in [
+            -1.0,
+            -1e-9,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e30,
+            f64::MAX,
+            MAX_CAPTURED_MS * 1.0001,
+            -f64::MIN_POSITIVE,
+        ] {
+            let e = captured_ms("server_ms", bad).unwrap_err();
+            assert!(e.contains("`server_ms`"), "{e}");
+            assert!(e.len() < 120, "{e}");
+        }
+        assert!(
+            captured_ms("m", 1e30)
+                .unwrap_err()
+                .contains("sent 1e30 for")
+        );
+        assert!(captured_ms("m", -1.0).unwrap_err().contains("sent -1 for"));
+        let tiny = captured_ms("m", -f64::MIN_POSITIVE).unwrap_err();
+        assert!(tiny.contains("sent -2.2250738585072014e-308 for"), "{tiny}");
+    }
 }

@@ -8,6 +8,7 @@ mod open;
 pub mod schedule;
 mod session;
 mod trace;
+mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -262,7 +263,7 @@ pub async fn run_observed(
 async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
     let users = plan.load.users;
     let deadline = plan.load.duration.map(|d| sh.run_start + d);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = users::UserTasks::new(plan.load.iterations, sh.run_start);
     // Global user indexes (a shard runs its part); seeds and ramp-up follow the global index.
     for user in crate::shard::users_of(plan.load.shard, users) {
         let offset = if users > 1 {
@@ -272,7 +273,7 @@ async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
         } else {
             Duration::ZERO
         };
-        tasks.spawn(user_loop(
+        let task = user_loop(
             user,
             sh.plan.clone(),
             sh.conn.clone(),
@@ -283,14 +284,13 @@ async fn run_closed(plan: &CompiledPlan, sh: &open::Shared) -> Recorder {
             sh.progress.clone(),
             sh.sink.clone(),
             None,
-        ));
+        );
+        tasks.spawn(user, task);
     }
     let mut total = Recorder::default();
-    while let Some(res) = tasks.join_next().await {
-        // A panicking user loses its own results only; the run goes on.
-        if let Ok(rec) = res {
-            total.merge(rec);
-        }
+    // A user that panicked comes back as its owed calls, failed: never silently dropped.
+    while let Some(rec) = tasks.join_next().await {
+        total.merge(rec);
     }
     total
 }
@@ -422,7 +422,7 @@ async fn user_loop(
             }
         };
         let outcome = tokio::select! {
-            o = call => o,
+            o = users::guarded(call) => o,
             () = stopped_past_grace(stop.clone()) => (
                 trace::Trace::default(),
                 Some(crate::metrics::Failure {

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::schedule::{LATE_TOLERANCE, user_steps};
+use super::users::UserTasks;
 use super::{IterationSink, Progress, call, connect, user_loop};
 use crate::metrics::{ArrivalStats, DropReason, DroppedArrival, Recorder};
 use crate::plan::compile::CompiledPlan;
@@ -30,11 +30,9 @@ fn us_since(start: Instant, t: Instant) -> u64 {
 }
 
 /// Merge what finished callers measured, without waiting for the others.
-fn drain(tasks: &mut JoinSet<Recorder>, total: &mut Recorder) {
-    while let Some(res) = tasks.try_join_next() {
-        if let Ok(rec) = res {
-            total.merge(rec);
-        }
+fn drain(tasks: &mut UserTasks, total: &mut Recorder) {
+    while let Some(rec) = tasks.try_join_next() {
+        total.merge(rec);
     }
 }
 
@@ -75,7 +73,7 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
     let cap = Arc::new(Semaphore::new(spec.max_users as usize));
     let mut stats = ArrivalStats::default();
     let mut total = Recorder::default();
-    let mut tasks = JoinSet::new();
+    let mut tasks = UserTasks::new(Some(1), sh.run_start);
     let mut stop = sh.stop.clone();
     for (n, offset) in spec.arrivals() {
         let due = sh.run_start + offset;
@@ -96,8 +94,9 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
             });
             continue;
         };
+        let user = u32::try_from(n).unwrap_or(u32::MAX);
         let fut = caller(
-            u32::try_from(n).unwrap_or(u32::MAX),
+            user,
             one_call.clone(),
             sh.conn.clone(),
             sh.run_start,
@@ -108,17 +107,15 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
             sh.sink.clone(),
             None,
         );
-        tasks.spawn(async move {
+        tasks.spawn(user, async move {
             let rec = fut.await;
             drop(permit);
             rec
         });
     }
     drop(sh.sink);
-    while let Some(res) = tasks.join_next().await {
-        if let Ok(rec) = res {
-            total.merge(rec);
-        }
+    while let Some(rec) = tasks.join_next().await {
+        total.merge(rec);
     }
     total
         .arrivals
@@ -139,7 +136,7 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
         .unwrap_or(sh.run_start);
     let mut stats = ArrivalStats::default();
     let mut total = Recorder::default();
-    let mut tasks = JoinSet::new();
+    let mut tasks = UserTasks::new(None, sh.run_start);
     let mut active: Vec<watch::Sender<bool>> = Vec::new();
     let mut next_user: u32 = 0;
     let mut stop = sh.stop.clone();
@@ -156,7 +153,7 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
         while (active.len() as u64) < u64::from(target) && due < deadline {
             let (tx, rx) = watch::channel(false);
             stats.scheduled += 1;
-            tasks.spawn(caller(
+            let task = caller(
                 next_user,
                 sh.plan.clone(),
                 sh.conn.clone(),
@@ -167,7 +164,8 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
                 sh.progress.clone(),
                 sh.sink.clone(),
                 Some(rx),
-            ));
+            );
+            tasks.spawn(next_user, task);
             active.push(tx);
             next_user = next_user.saturating_add(1);
         }
@@ -180,10 +178,8 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
     drop(sh.sink);
     // Users still wanted at the end stop by the deadline (no new call after it).
     let keep = active;
-    while let Some(res) = tasks.join_next().await {
-        if let Ok(rec) = res {
-            total.merge(rec);
-        }
+    while let Some(rec) = tasks.join_next().await {
+        total.merge(rec);
     }
     drop(keep);
     total

@@ -32,6 +32,11 @@ pub enum FailureClass {
     Aborted,
     /// (`http_chunks`) the server answered with an HTTP status of 400 or more.
     HttpError,
+    /// The server sent a number planrun cannot take as what it stands for (a captured
+    /// duration that is negative, not finite or absurdly large).
+    BadValue,
+    /// planrun itself failed (a bug: a panic) during the call; the message says where.
+    InternalError,
 }
 
 impl FailureClass {
@@ -49,6 +54,8 @@ impl FailureClass {
             FailureClass::ExpectationFailed => "expectation_failed",
             FailureClass::Aborted => "aborted",
             FailureClass::HttpError => "http_error",
+            FailureClass::BadValue => "bad_value",
+            FailureClass::InternalError => "internal_error",
         }
     }
 }

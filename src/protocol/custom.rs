@@ -418,10 +418,8 @@ impl CustomCodec {
         };
         let mut out = Vec::new();
         for (metric, p) in &rule.capture {
-            if let Some(v) = json.pointer(p).and_then(Value::as_f64)
-                && v.is_finite()
-                && v >= 0.0
-            {
+            // Any number: the engine refuses one that is no duration (`bad_value`).
+            if let Some(v) = json.pointer(p).and_then(Value::as_f64) {
                 out.push(WireEvent::Capture {
                     metric: metric.clone(),
                     ms: v,

@@ -6,11 +6,12 @@
 //! schedule from the step's start) or right after the previous answer (`burst`). Chunks of one
 //! call go one at a time: the next request waits for the previous response.
 //!
-//! Per chunk: `chunk_latency` (request handed to the connection → response read and parsed as
-//! JSON) and every `target.http.capture` field. Failures: `connect_error`, `http_error`
+//! Per chunk: `chunk_latency` (the chunk's scheduled send → response read and parsed as JSON;
+//! the scheduled send is when its audio was captured, or for `burst` when it was handed to the
+//! connection) and every `target.http.capture` field. Failures: `connect_error`, `http_error`
 //! (status ≥ 400, with a body excerpt), `timeout` (`response_timeout`), `protocol_error`
 //! (a body that is not JSON, or a captured field that is missing or not a number, with an
-//! excerpt), `connection_closed`.
+//! excerpt), `bad_value` (a captured number that is no duration), `connection_closed`.
 
 mod body;
 mod conn;
@@ -25,7 +26,7 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until};
 
-use super::call::{Ctx, fail, scenario_timeout, wait_stop};
+use super::call::{Ctx, captured_ms, fail, scenario_timeout, wait_stop};
 use super::trace::{CallRecorder, Trace};
 use crate::distribution::format_duration;
 use crate::metrics::{Failure, FailureClass, HttpCounts};
@@ -185,8 +186,12 @@ impl Call<'_, '_> {
         let mut captured = 0usize;
         for piece in clip.samples.chunks(per) {
             captured += piece.len();
+            // When the chunk is due: once its audio has been captured (real time), or right
+            // after the previous answer (burst).
+            let mut scheduled = None;
             if audio.pacing == Pacing::Realtime {
                 let due = t0 + Duration::from_secs_f64(captured as f64 / f64::from(rate));
+                scheduled = Some(due);
                 // Only a chunk that waited for its schedule measures the generator's own
                 // lateness; one already overdue waited for the previous answer instead.
                 if due > Instant::now() {
@@ -196,17 +201,21 @@ impl Call<'_, '_> {
                         .record_send_lag(Instant::now().saturating_duration_since(due));
                 }
             }
-            self.post_chunk(step, piece, rate, ep).await?;
+            self.post_chunk(step, piece, rate, ep, scheduled).await?;
         }
         Ok(())
     }
 
+    /// Send one chunk and read its answer. `chunk_latency` runs from `due` (when the chunk was
+    /// scheduled to leave; None: when it is handed to the connection), as wrk2 does, so a chunk
+    /// held back by a slow answer to the one before it reports that wait too.
     async fn post_chunk(
         &mut self,
         step: &StepSpec,
         samples: &[i16],
         rate: u32,
         ep: &Endpoint,
+        due: Option<Instant>,
     ) -> Result<(), Failure> {
         // First chunk, or the server closed the kept-alive connection since the last answer
         // (`Connection: close`, or just closing it): open a new one.
@@ -288,7 +297,7 @@ impl Call<'_, '_> {
             )
         })?;
         let done = Instant::now();
-        let latency = done - sent;
+        let latency = done.saturating_duration_since(due.map_or(sent, |d| d.min(sent)));
         self.record(HTTP_CHUNK_LATENCY, latency, done);
         self.mark(
             "chunk",
@@ -301,20 +310,24 @@ impl Call<'_, '_> {
         );
         self.counts.chunks += 1;
         self.counts.audio_us += (samples.len() as u64 * 1_000_000) / u64::from(rate);
-        self.counts.busy_us += latency.as_micros() as u64;
+        // In flight: from the actual send.
+        self.counts.busy_us += (done - sent).as_micros() as u64;
         for (metric, pointer) in &self.http.capture {
             let value = json.pointer(pointer);
             match value.and_then(Value::as_f64) {
-                Some(v) if v.is_finite() && v >= 0.0 => {
-                    self.record(metric, Duration::from_secs_f64(v / 1000.0), done);
+                Some(v) => {
+                    let value = captured_ms(metric, v).map_err(|m| {
+                        fail(FailureClass::BadValue, step, format!("chunk {n}: {m}"))
+                    })?;
+                    self.record(metric, value, done);
                 }
-                _ => {
+                None => {
                     let found = value.map_or("missing".to_string(), |v| format!("`{v}`"));
                     return Err(fail(
                         FailureClass::ProtocolError,
                         step,
                         format!(
-                            "chunk {n}: captured field `{pointer}` ({metric}) is {found}, not a non-negative number: {}",
+                            "chunk {n}: captured field `{pointer}` ({metric}) is {found}, not a number: {}",
                             excerpt(&body)
                         ),
                     ));

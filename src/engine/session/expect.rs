@@ -16,7 +16,7 @@ use crate::plan::compile::{Capture, Expectation, StepSpec};
 use super::Session;
 use super::ingest::{Inbound, Kind};
 use super::timeline::{self, STOP_GAP};
-use crate::engine::call::{fail, wait_stop};
+use crate::engine::call::{captured_ms, fail, wait_stop};
 
 impl Session<'_, '_> {
     /// The instant latencies of a step are measured from.
@@ -160,7 +160,7 @@ impl Session<'_, '_> {
         reference: Instant,
         record: Option<&str>,
         capture: &[Capture],
-    ) {
+    ) -> Result<(), String> {
         self.marks.insert(name.to_string(), at);
         if let Some(metric) = record {
             self.record_since(metric, reference, at);
@@ -178,14 +178,13 @@ impl Session<'_, '_> {
                         }
                     }
                 }
-                if let Some(ms) = v
-                    .as_f64()
-                    .filter(|ms| found && ms.is_finite() && *ms >= 0.0)
-                {
-                    self.record(&c.metric, Duration::from_secs_f64(ms / 1000.0), at);
+                if let Some(ms) = v.as_f64().filter(|_| found) {
+                    let value = captured_ms(&c.metric, ms)?;
+                    self.record(&c.metric, value, at);
                 }
             }
         }
+        Ok(())
     }
 
     pub(super) async fn evaluate(
@@ -212,8 +211,8 @@ impl Session<'_, '_> {
                         preview(&j.to_string())
                     )));
                 }
-                self.after_event(name, at, json.as_ref(), reference, record, capture);
-                Ok(())
+                self.after_event(name, at, json.as_ref(), reference, record, capture)
+                    .map_err(|m| fail(FailureClass::BadValue, step, m))
             }
             Expectation::NoAudio => {
                 let start = Instant::now();

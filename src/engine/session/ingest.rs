@@ -16,7 +16,7 @@ use crate::protocol::client::WireEvent;
 
 use super::Session;
 use super::timeline::Chunk;
-use crate::engine::call::{fail, wait_stop};
+use crate::engine::call::{captured_ms, fail, wait_stop};
 use crate::engine::connect;
 
 /// Most received audio kept per call for `report.record_audio` (10 minutes).
@@ -111,7 +111,8 @@ impl Session<'_, '_> {
                     .decode(&msg, at)
                     .map_err(|e| fail(FailureClass::ProtocolError, step, e.0))?;
                 for event in events {
-                    self.ingest_event(event, at);
+                    self.ingest_event(event, at)
+                        .map_err(|m| fail(FailureClass::BadValue, step, m))?;
                 }
             }
             Some(Ok(Message::Close(frame))) => {
@@ -136,12 +137,18 @@ impl Session<'_, '_> {
         Ok(())
     }
 
-    /// Queue a decoded event, log audio, record captures.
-    fn ingest_event(&mut self, event: WireEvent, at: Instant) {
+    /// Queue a decoded event, log audio, record captures. A captured value that is no duration
+    /// is refused with the reason.
+    fn ingest_event(&mut self, event: WireEvent, at: Instant) -> Result<(), String> {
         let kind = match event {
-            WireEvent::Audio(samples) => return self.ingest_audio(&samples, at),
+            WireEvent::Audio(samples) => {
+                self.ingest_audio(&samples, at);
+                return Ok(());
+            }
             WireEvent::Capture { metric, ms } => {
-                return self.record(&metric, Duration::from_secs_f64(ms / 1000.0), at);
+                let value = captured_ms(&metric, ms)?;
+                self.record(&metric, value, at);
+                return Ok(());
             }
             WireEvent::Error(message) => {
                 self.mark("error", at, message.clone());
@@ -167,6 +174,7 @@ impl Session<'_, '_> {
             }
         };
         self.queue.push_back(Inbound { at, kind });
+        Ok(())
     }
 
     /// Log a reply audio chunk and update the audio-quality measurements.

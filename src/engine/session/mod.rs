@@ -75,6 +75,10 @@ struct Session<'c, 'a> {
     anchor_lag: Option<Duration>,
     /// The last real-time utterance's scheduled end of speech and how late it left.
     speech_end_lag: Option<(Instant, Duration)>,
+    /// When the session's next step is due, while the steps so far run on a schedule
+    /// (real-time audio, `wait`): a step starts from here, not from when the previous one
+    /// happened to finish, so a stalled generator does not shift what is measured after it.
+    due: Option<Instant>,
 
     user: UserSpeech,
     /// Client playout model: when the audio received so far finishes playing.
@@ -142,6 +146,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         anchor: connected,
         anchor_lag: None,
         speech_end_lag: None,
+        due: None,
 
         user: UserSpeech::default(),
         playout: Playout::default(),

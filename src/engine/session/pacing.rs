@@ -133,6 +133,8 @@ impl Session<'_, '_> {
                 self.speech_end_lag = Some((speech_end, lag));
             }
         }
+        // Real-time audio keeps the schedule: the next step is due when its last frame was.
+        self.due = realtime.then_some(last_due);
         if idle {
             self.idle_next =
                 Some(last_due.max(Instant::now().min(last_due + IDLE_FRAME)) + IDLE_FRAME);

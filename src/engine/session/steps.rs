@@ -11,6 +11,7 @@ use crate::protocol::Control;
 
 use super::timeline::{self, UserSpeech};
 use super::{Session, encode_failure};
+use crate::engine::call::fail;
 
 impl Session<'_, '_> {
     /// The user starts speaking at `at` (until `end`, or until `speech_end` when None).
@@ -70,9 +71,17 @@ impl Session<'_, '_> {
     }
 
     pub(super) async fn step(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        // A step that waits for the server ends the schedule: what follows it starts when it
+        // finishes.
+        if matches!(
+            step.action,
+            Action::Await { .. } | Action::Expect { .. } | Action::Interrupt { .. }
+        ) {
+            self.due = None;
+        }
         match &step.action {
             Action::SendAudio(out) => {
-                let start = Instant::now();
+                let start = self.due.take().unwrap_or_else(Instant::now);
                 let speech_end = self.stream_audio(step, out, start).await?;
                 self.set_anchor(speech_end);
                 Ok(())
@@ -95,12 +104,15 @@ impl Session<'_, '_> {
                     reference,
                     record.as_deref(),
                     capture,
-                );
-                Ok(())
+                )
+                .map_err(|m| fail(FailureClass::BadValue, step, m))
             }
             Action::Wait(dist) => {
-                let until = Instant::now() + dist.sample(self.ctx.rng);
-                self.pump_until(step, until).await
+                let from = self.due.take().unwrap_or_else(Instant::now);
+                let until = from + dist.sample(self.ctx.rng);
+                self.pump_until(step, until).await?;
+                self.due = Some(until);
+                Ok(())
             }
             Action::Interrupt {
                 after,
@@ -142,6 +154,7 @@ impl Session<'_, '_> {
                 }
                 if *speech_end {
                     self.pump_until(step, end).await?;
+                    self.due = Some(end);
                     self.send_control(step, Control::SpeechEnd).await?;
                 } else {
                     self.set_anchor(end);
@@ -181,7 +194,13 @@ impl Session<'_, '_> {
                         }
                         Ok(())
                     }
-                    (Some(_), Err(f)) if f.class == FailureClass::Aborted => Err(f),
+                    // A stop, or a server value that is no duration, is not the check's
+                    // outcome: the call ends with it.
+                    (Some(_), Err(f))
+                        if matches!(f.class, FailureClass::Aborted | FailureClass::BadValue) =>
+                    {
+                        Err(f)
+                    }
                     (Some(name), Err(f)) => {
                         self.ctx.rec.check(name, false);
                         self.mark(
@@ -196,7 +215,12 @@ impl Session<'_, '_> {
         }
     }
 
+    /// Send a control message. A `speech_end` ends the utterance at the instant it was due
+    /// (`due`: when nothing is scheduled, the step's start), however late it
+    /// actually left: latencies are measured from there, and from when it left as their
+    /// actual-end twins.
     async fn send_control(&mut self, step: &StepSpec, control: Control) -> Result<(), Failure> {
+        let due = self.due.unwrap_or_else(Instant::now);
         let text = if control == Control::SpeechEnd {
             self.said.take()
         } else {
@@ -211,7 +235,12 @@ impl Session<'_, '_> {
         }
         let now = Instant::now();
         match control {
-            Control::SpeechEnd => self.set_anchor(now),
+            Control::SpeechEnd => {
+                let lag = now.saturating_duration_since(due);
+                self.ctx.rec.record_speech_end_lag(lag);
+                self.speech_end_lag = Some((due, lag));
+                self.set_anchor(due);
+            }
             Control::SpeechStart => {
                 self.marks.insert("speech_start".into(), now);
                 self.mark("speech_start", now, String::new());
