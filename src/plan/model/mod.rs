@@ -5,11 +5,13 @@
 //! line and column.
 
 mod load;
+mod playout;
 mod scalars;
 mod scenario;
 mod target;
 
 pub use load::*;
+pub use playout::*;
 pub use scalars::*;
 pub use scenario::*;
 pub use target::*;
