@@ -308,3 +308,30 @@ async fn a_reply_slower_than_real_time_underruns() {
     let jitter = stat(&r, "frame_jitter", "p50_ms");
     assert!((25.0..36.0).contains(&jitter), "frame_jitter: {jitter}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_mapping_flushes_only_where_it_says_so() {
+    // The agent's `interrupted` mapped to an event of another name: with `flush: true` the
+    // caller's queue empties there; without it the burst plays on.
+    let url = agent(BURST, vec![Part::Speech(3000)]).await;
+    for (tag, flush, stops) in [
+        ("custom-flush", "true", true),
+        ("custom-noflush", "false", false),
+    ] {
+        let target = format!(
+            "  protocol: custom
+  custom:
+    controls: {{speech_start: '{{\"type\":\"speech_start\"}}', speech_end: '{{\"type\":\"speech_end\"}}'}}
+    inbound:
+      - {{when: {{/type: interrupted}}, event: cut, flush: {flush}}}"
+        );
+        let r = run(tag, &url, &target, INTERRUPT, "").await;
+        if stops {
+            assert_eq!(r["iterations"]["failed"], 0, "{tag}: {r}");
+            let barge_in = stat(&r, "barge_in", "p50_ms");
+            assert!((149.0..165.0).contains(&barge_in), "{tag}: {barge_in}");
+        } else {
+            assert_eq!(r["errors"]["expectation_failed"], 1, "{tag}: {r}");
+        }
+    }
+}
