@@ -197,8 +197,14 @@ async fn a_flushed_burst_is_heard_until_the_flush() {
     // The caller starts hearing the reply the pre-roll after its first byte arrived.
     let pre_roll = stat(&r, "heard_ttfa", "p50_ms") - stat(&r, "ttfa", "p50_ms");
     assert!((58.0..66.0).contains(&pre_roll), "pre-roll: {pre_roll}");
-    // A burst is not a defect the caller hears: no jitter, no glitch.
-    assert_eq!(count(&r, "frame_jitter"), 0, "{r}");
+    // A burst is not a defect the caller hears: no glitch, and no inter-arrival jitter (arrival
+    // timing would give ~20 ms for each of its 149 gaps). Only its first gaps, before the queue
+    // has grown past the pre-roll, can look paced when the scheduler delays a chunk.
+    assert!(count(&r, "frame_jitter") <= 2, "{r}");
+    assert!(
+        count(&r, "frame_jitter") == 0 || stat(&r, "frame_jitter", "max_ms") < 20.0,
+        "{r}"
+    );
     assert_eq!(count(&r, "glitch"), 0, "{r}");
 }
 
