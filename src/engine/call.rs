@@ -21,7 +21,7 @@ pub struct Ctx<'a> {
     pub connect_timeout: Duration,
     pub sample_rate: u32,
     pub speech_threshold_dbfs: f64,
-    pub jitter_buffer: Duration,
+    pub playout: crate::plan::model::Playout,
     pub run_start: Instant,
     /// Keep the received audio (placed at its arrival time) for `report.record_audio`.
     pub keep_audio: bool,

@@ -387,7 +387,7 @@ async fn user_loop(
             connect_timeout: plan.target.connect_timeout,
             sample_rate: plan.target.sample_rate,
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
-            jitter_buffer: plan.target.jitter_buffer,
+            playout: plan.target.playout,
             run_start,
             keep_audio: plan.audio_dir.is_some(),
             rec: &mut rec,

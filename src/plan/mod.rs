@@ -79,6 +79,8 @@ pub fn walk_steps<'a>(
 pub const KNOWN_EVENTS: &[&str] = &[
     "first_audio",
     "first_speech",
+    "first_audio_heard",
+    "first_speech_heard",
     "audio",
     "response_start",
     "response_end",

@@ -37,6 +37,11 @@ pub enum WireEvent {
     Error(String),
     /// A numeric field captured into a metric (milliseconds).
     Capture { metric: String, ms: f64 },
+    /// The server told the caller to drop the reply audio it has not played yet (raw
+    /// `interrupted`, Twilio `clear`, Realtime's cancelled response, `truncated` item or
+    /// cleared output buffer, a custom rule with `flush: true`): the caller's playout queue
+    /// empties at once. Decoded before the named event the same message becomes.
+    Flush,
 }
 
 impl WireEvent {
@@ -180,6 +185,9 @@ fn decode_raw(msg: &Message) -> Result<Vec<WireEvent>, ProtocolError> {
                 ServerEvent::Metrics(_) => WireEvent::info("metrics", json),
                 other => {
                     let name = other.kind().to_string();
+                    if name == "interrupted" {
+                        return Ok(vec![WireEvent::Flush, WireEvent::event(&name, json)]);
+                    }
                     WireEvent::event(&name, json)
                 }
             }])
@@ -308,6 +316,9 @@ mod tests {
         assert_eq!(ev, vec![WireEvent::Audio(vec![1, -2])]);
         let ev = decode_raw(&Message::text(r#"{"type":"error","message":"x"}"#)).unwrap();
         assert_eq!(ev, vec![WireEvent::Error("x".into())]);
+        let ev = decode_raw(&Message::text(r#"{"type":"interrupted"}"#)).unwrap();
+        assert_eq!(ev[0], WireEvent::Flush);
+        assert!(matches!(&ev[1], WireEvent::Event { name, .. } if name == "interrupted"));
         let err = decode_raw(&Message::text("nope {")).unwrap_err();
         assert!(err.0.contains("nope {"), "{err}");
     }

@@ -114,6 +114,10 @@ pub struct InboundRule {
     /// For `event`: never "unexpected" in a strict `expect` (progress notes).
     #[serde(default)]
     pub informational: bool,
+    /// With `event` or `ignore`: the message tells the caller to drop the reply audio it has
+    /// not played yet (a barge-in flush, like Twilio's `clear`): the playout queue empties.
+    #[serde(default)]
+    pub flush: bool,
     /// Numeric fields recorded as metrics (milliseconds) on every such message:
     /// metric name → JSON pointer.
     #[serde(default)]
@@ -133,6 +137,8 @@ pub enum CustomSpecError {
     RulePointer { rule: usize, pointer: String },
     #[error("inbound rule {rule}: `when` is empty (it would match every message)")]
     RuleMatchesAll { rule: usize },
+    #[error("inbound rule {rule}: `flush` goes with `event` or `ignore`, not `audio` or `error`")]
+    RuleFlush { rule: usize },
 }
 
 const RAW_PRESET: &str = include_str!("presets/raw.yaml");
@@ -260,6 +266,9 @@ impl CustomProtocol {
             }
             if r.when.is_empty() {
                 errs.push(CustomSpecError::RuleMatchesAll { rule: i });
+            }
+            if r.flush && (r.audio.is_some() || r.error.is_some()) {
+                errs.push(CustomSpecError::RuleFlush { rule: i });
             }
         }
         if !errs.is_empty() {
@@ -426,6 +435,9 @@ impl CustomCodec {
                 });
             }
         }
+        if rule.flush {
+            out.push(WireEvent::Flush);
+        }
         if let Some(p) = &rule.audio {
             let bytes = base64_field(&json, p, text)?;
             out.push(WireEvent::Audio(self.samples(&bytes)));
@@ -491,6 +503,9 @@ inbound:
     capture: {server_ms: /timing/ms}
   - when: {/kind: oops}
     error: /why
+  - when: {/kind: cut}
+    event: cut
+    flush: true
 "#,
         );
         let open: Value = serde_json::from_str(c.open().unwrap()[0].to_text().unwrap()).unwrap();
@@ -525,6 +540,9 @@ inbound:
             .decode(&Message::text(r#"{"kind":"oops","why":"no"}"#))
             .unwrap();
         assert_eq!(ev[0], WireEvent::Error("no".into()));
+        let ev = c.decode(&Message::text(r#"{"kind":"cut"}"#)).unwrap();
+        assert_eq!(ev[0], WireEvent::Flush);
+        assert!(matches!(&ev[1], WireEvent::Event { name, .. } if name == "cut"));
         let e = c.decode(&Message::text(r#"{"kind":"other"}"#)).unwrap_err();
         assert!(
             e.0.contains("no inbound rule") && e.0.contains("other"),
@@ -541,6 +559,9 @@ inbound:
   - when: {kind: x}
     event: a
     ignore: true
+  - when: {/kind: y}
+    audio: /data
+    flush: true
 "#,
         )
         .unwrap();
@@ -553,6 +574,7 @@ inbound:
         assert!(errs.contains("template `audio`"), "{errs}");
         assert!(errs.contains("exactly one"), "{errs}");
         assert!(errs.contains("`kind` is not a JSON pointer"), "{errs}");
+        assert!(errs.contains("rule 1: `flush` goes with"), "{errs}");
     }
 
     #[test]

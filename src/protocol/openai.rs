@@ -9,7 +9,9 @@
 //!
 //! Inbound: audio deltas (GA `response.output_audio.delta` and beta `response.audio.delta`)
 //! become reply audio; `response.created` → `response_start`; `response.done` → `response_end`
-//! (preceded by `interrupted` when its status is `cancelled`);
+//! (preceded by `interrupted` when its status is `cancelled`); a cancelled response,
+//! `conversation.item.truncated` and `output_audio_buffer.cleared` also flush the caller's
+//! playout queue (see [`WireEvent::Flush`]);
 //! `input_audio_buffer.speech_started`/`speech_stopped` → `speech_started`/`speech_stopped`;
 //! the input transcription → `transcript`; function call arguments → `tool_call`; `error` → a
 //! server error. The protocol's other documented events keep their own names and are
@@ -212,6 +214,8 @@ impl OpenAiCodec {
                 let cancelled = str_at("/response/status") == "cancelled";
                 let mut out = Vec::new();
                 if cancelled {
+                    // The rest of a cancelled response is never played.
+                    out.push(WireEvent::Flush);
                     out.push(WireEvent::event("interrupted", json.clone()));
                 }
                 out.push(WireEvent::event("response_end", json));
@@ -233,6 +237,11 @@ impl OpenAiCodec {
                     message = excerpt(text);
                 }
                 vec![WireEvent::Error(message)]
+            }
+            // The server cut the assistant's audio (`truncate` confirmed) or cleared its output
+            // buffer (WebRTC/SIP): what was not played yet is gone.
+            "conversation.item.truncated" | "output_audio_buffer.cleared" => {
+                vec![WireEvent::Flush, WireEvent::info(&kind, json)]
             }
             other if INFORMATIONAL.contains(&other) => vec![WireEvent::info(other, json)],
             other => {
@@ -316,11 +325,22 @@ mod tests {
                     WireEvent::Error(m) => format!("error:{m}"),
                     WireEvent::Audio(_) => "audio".into(),
                     WireEvent::Capture { metric, .. } => format!("capture:{metric}"),
+                    WireEvent::Flush => "flush".into(),
                 })
                 .collect()
         };
         let done = json!({"type": "response.done", "response": {"status": "cancelled"}});
-        assert_eq!(names(&mut c, done), ["interrupted", "response_end"]);
+        assert_eq!(
+            names(&mut c, done),
+            ["flush", "interrupted", "response_end"]
+        );
+        let done = json!({"type": "response.done", "response": {"status": "completed"}});
+        assert_eq!(names(&mut c, done), ["response_end"]);
+        for flush in ["conversation.item.truncated", "output_audio_buffer.cleared"] {
+            assert_eq!(names(&mut c, json!({"type": flush})), ["flush", flush]);
+        }
+        let started = json!({"type": "output_audio_buffer.started"});
+        assert_eq!(names(&mut c, started), ["output_audio_buffer.started"]);
         let err = json!({"type": "error", "error": {"message": "bad"}});
         assert_eq!(names(&mut c, err), ["error:bad"]);
         let info = json!({"type": "rate_limits.updated"});

@@ -7,7 +7,8 @@
 //!
 //! Inbound, as a bot sends them: `media` (reply audio), `mark` (echoed back once the audio sent
 //! before it has played, as Twilio does; on `clear` all pending marks are echoed at once), and
-//! `clear` (the bot's barge-in: it becomes the `interrupted` event). Anything else, a binary
+//! `clear` (the bot's barge-in: it flushes the caller's playout queue and becomes the
+//! `interrupted` event). Anything else, a binary
 //! frame, bad JSON or bad base64 is a protocol error quoting the message.
 
 use std::collections::BTreeMap;
@@ -174,7 +175,10 @@ impl TwilioCodec {
                 for (due, _) in &mut self.pending_marks {
                     *due = at;
                 }
-                Ok(vec![WireEvent::event("interrupted", json)])
+                Ok(vec![
+                    WireEvent::Flush,
+                    WireEvent::event("interrupted", json),
+                ])
             }
             other => Err(ProtocolError(format!(
                 "unknown Twilio event `{other}`: {}",
@@ -254,7 +258,8 @@ mod tests {
         let ev = c
             .decode(&Message::text(r#"{"event":"clear"}"#), t0)
             .unwrap();
-        assert!(matches!(&ev[0], WireEvent::Event { name, .. } if name == "interrupted"));
+        assert_eq!(ev[0], WireEvent::Flush);
+        assert!(matches!(&ev[1], WireEvent::Event { name, .. } if name == "interrupted"));
         assert_eq!(c.due(t0).len(), 1);
     }
 

@@ -1,6 +1,7 @@
 //! Reading the socket: every inbound message is timestamped on arrival and turned into named
-//! events (queued for `await`/`expect`) or reply audio (logged on the timeline, with the
-//! audio-quality measurements taken as it arrives).
+//! events (queued for `await`/`expect`), flushes of the caller's playout queue, or reply audio
+//! (scheduled on the caller's playout clock, with the audio-quality measurements taken as it
+//! arrives).
 
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use crate::plan::compile::StepSpec;
 use crate::protocol::client::WireEvent;
 
 use super::Session;
-use super::timeline::Chunk;
 use crate::engine::call::{captured_ms, fail, wait_stop};
 use crate::engine::connect;
 
@@ -150,6 +150,10 @@ impl Session<'_, '_> {
                 self.record(&metric, value, at);
                 return Ok(());
             }
+            WireEvent::Flush => {
+                self.flush(at);
+                return Ok(());
+            }
             WireEvent::Error(message) => {
                 self.mark("error", at, message.clone());
                 Kind::ServerError(message)
@@ -177,7 +181,23 @@ impl Session<'_, '_> {
         Ok(())
     }
 
-    /// Log a reply audio chunk and update the audio-quality measurements.
+    /// The server flushed the caller's playout queue at `at`.
+    fn flush(&mut self, at: Instant) {
+        self.playout.flush(at);
+        if self.ctx.keep_audio {
+            // What was queued after the flush is never heard.
+            let pos = self.heard_pos(at);
+            self.recorder.trace.heard.truncate(pos);
+        }
+    }
+
+    /// The sample index of `t` in the recorded audio of the call.
+    fn heard_pos(&self, t: Instant) -> usize {
+        let rate = f64::from(self.ctx.sample_rate);
+        (t.saturating_duration_since(self.connected).as_secs_f64() * rate) as usize
+    }
+
+    /// Log a reply audio chunk on the playout clock and take the audio-quality measurements.
     fn ingest_audio(&mut self, pcm: &[i16], at: Instant) {
         if pcm.is_empty() {
             return;
@@ -186,9 +206,9 @@ impl Session<'_, '_> {
         let dur = Duration::from_secs_f64(samples as f64 / f64::from(self.ctx.sample_rate));
         let speech = audio::dbfs(pcm) >= self.ctx.speech_threshold_dbfs;
 
-        let arrival = self.playout.arrive(at, dur, self.ctx.jitter_buffer);
-        // Glitch: the chunk arrives after everything received so far has finished playing
-        // (a playout underrun) while the user was silent; a pause the user caused is expected.
+        let arrival = self.playout.arrive(at, dur, speech);
+        // Glitch: the queue ran dry mid-reply and this chunk came after (a playout underrun)
+        // while the user was silent; a pause the user caused is expected.
         if let Some(end) = arrival.underrun_since
             && !self.user.spoke_between(end, at)
         {
@@ -196,41 +216,47 @@ impl Session<'_, '_> {
             let gap = (at - end).as_secs_f64() * 1000.0;
             self.mark("glitch", at, format!("{gap:.0}ms underrun"));
         }
-        // Frame jitter: how far the gap between two chunks is from the audio they carry.
+        // Frame jitter: how far the gap between two chunks is from the audio they carry, only
+        // while the sender paces in real time (a chunk of a faster-than-real-time burst, or one
+        // arriving with more than the pre-roll plus two chunks still queued, is not heard
+        // whatever its timing).
         if let Some((prev_at, prev_dur)) = arrival.prev
             && !self.user.spoke_between(prev_at, at)
         {
             let gap = at - prev_at;
-            let jitter = gap.abs_diff(prev_dur);
-            self.record("frame_jitter", jitter, at);
+            let paced =
+                gap >= prev_dur / 2 && arrival.lead <= self.ctx.playout.buffer + prev_dur * 2;
+            if paced {
+                self.record("frame_jitter", gap.abs_diff(prev_dur), at);
+            }
         }
-        // Reverse barge-in: the bot starts talking while the user still is.
+        // Reverse barge-in: the caller hears the bot start talking while the user still is.
+        let heard_at = arrival.start;
         if speech
-            && self.user.speaking_at(at)
+            && self.user.speaking_at(heard_at)
             && !self.user.bot_was_talking
             && !self.user.counted
             && let Some(start) = self.user.start
         {
             self.user.counted = true;
-            self.record("reverse_barge_in", at - start, at);
-            self.mark("reverse_barge_in", at, String::new());
+            self.record("reverse_barge_in", heard_at - start, heard_at);
+            self.mark("reverse_barge_in", heard_at, String::new());
         }
 
         if self.ctx.keep_audio {
-            // Place the chunk at its arrival time; gaps become silence, overlaps queue up.
-            let rate = f64::from(self.ctx.sample_rate);
-            let pos = ((at - self.connected).as_secs_f64() * rate) as usize;
-            let heard = &mut self.recorder.trace.heard;
+            // Place the chunk where the caller hears it; gaps become silence.
+            let pos = self.heard_pos(heard_at);
             let cap = MAX_HEARD_SECONDS * self.ctx.sample_rate as usize;
+            let heard = &mut self.recorder.trace.heard;
             if pos < cap {
                 if heard.len() < pos {
                     heard.resize(pos, 0);
                 }
+                heard.truncate(pos);
                 heard.extend_from_slice(pcm);
                 heard.truncate(cap);
             }
         }
-        self.chunks.push(Chunk { at, dur, speech });
         self.mark_firsts();
     }
 }

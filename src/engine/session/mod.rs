@@ -16,6 +16,8 @@
 //! [`timeline`] of received audio, and [`expect`] waits for events and judges the audio.
 
 mod expect;
+mod heard;
+mod hearing;
 mod ingest;
 mod pacing;
 mod steps;
@@ -48,7 +50,7 @@ use super::trace::CallRecorder;
 use super::trace::Trace;
 use ingest::Inbound;
 use pacing::IDLE_FRAME;
-use timeline::{Chunk, Playout, UserSpeech};
+use timeline::{Playout, UserSpeech};
 
 struct Session<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
@@ -56,9 +58,9 @@ struct Session<'c, 'a> {
     stream: SplitStream<Ws>,
     /// Named events not yet consumed by `await`/`expect`.
     queue: VecDeque<Inbound>,
-    /// Every reply audio chunk of the call. Audio is a separate stream from named events:
-    /// waiting for one never consumes the other.
-    chunks: Vec<Chunk>,
+    /// What the caller hears: every reply audio chunk of the call on the playout clock. Audio
+    /// is a separate stream from named events: waiting for one never consumes the other.
+    playout: Playout,
     /// `await: audio` returns chunks after this one.
     audio_cursor: Option<Instant>,
     /// Whether this turn's first audio / first speech have been put on the timeline.
@@ -81,8 +83,6 @@ struct Session<'c, 'a> {
     due: Option<Instant>,
 
     user: UserSpeech,
-    /// Client playout model: when the audio received so far finishes playing.
-    playout: Playout,
     closed: Option<String>,
     recorder: CallRecorder,
     codec: Codec,
@@ -132,12 +132,13 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
     let codec = new_codec(ctx.wire, ctx.sample_rate, ctx.conn.builtin, ctx.rng);
     let (sink, stream) = ws.split();
     let run_start = ctx.run_start;
+    let playout = Playout::new(ctx.playout);
     let mut s = Session {
         ctx,
         sink,
         stream,
         queue: VecDeque::new(),
-        chunks: Vec::new(),
+        playout,
         audio_cursor: None,
         marked_first: (false, false),
         last_interrupt: None,
@@ -149,7 +150,6 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         due: None,
 
         user: UserSpeech::default(),
-        playout: Playout::default(),
         closed: None,
         recorder: CallRecorder::new(run_start),
         codec,

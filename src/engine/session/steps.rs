@@ -9,14 +9,14 @@ use crate::plan::compile::{Action, DEFAULT_AWAIT_TIMEOUT, StepSpec};
 use crate::plan::{CHECK_FAILED_MARKER, CHECK_PASSED_MARKER};
 use crate::protocol::Control;
 
-use super::timeline::{self, UserSpeech};
+use super::timeline::UserSpeech;
 use super::{Session, encode_failure};
 use crate::engine::call::fail;
 
 impl Session<'_, '_> {
     /// The user starts speaking at `at` (until `end`, or until `speech_end` when None).
     pub(super) fn user_starts(&mut self, at: Instant, end: Option<Instant>) {
-        let bot_was_talking = timeline::just_spoke(&self.chunks, at);
+        let bot_was_talking = self.playout.talking_at(at, self.ctx.playout.stop_gap);
         self.user = UserSpeech {
             start: Some(at),
             end,
@@ -47,11 +47,20 @@ impl Session<'_, '_> {
         self.mark_firsts();
     }
 
-    /// The first reply chunk answering the current end of speech: at or after it and, if the
-    /// bot was still talking then (the tail of an earlier answer), only after a silence longer
-    /// than [`timeline::RESUME_GAP`].
+    /// The arrival of the first reply chunk answering the current end of speech: at or after
+    /// it and, if the bot was still talking then (the tail of an earlier answer), only after a
+    /// silence longer than [`super::heard::RESUME_GAP`].
     pub(super) fn first_after_anchor(&self, speech_only: bool) -> Option<Instant> {
-        timeline::first_after(&self.chunks, self.anchor, speech_only)
+        self.playout
+            .first_after(self.anchor, speech_only)
+            .map(|i| self.playout.chunks[i].at)
+    }
+
+    /// When the caller starts hearing the answer to the current end of speech (the first
+    /// chunk from [`Self::first_after_anchor`]'s on that a flush did not drop).
+    pub(super) fn first_heard_after_anchor(&self, speech_only: bool) -> Option<Instant> {
+        let from = self.playout.first_after(self.anchor, speech_only)?;
+        self.playout.first_heard_from(from, speech_only)
     }
 
     /// Put this turn's first audio and first speech on the timeline once they exist.

@@ -1,176 +1,139 @@
-//! The timeline of received audio: every reply chunk with its arrival time, the client's
-//! playout clock, and when the user was speaking. The audio expectations (stops, resumes,
-//! silence) and the audio-quality metrics (glitches, frame jitter, reverse barge-in) are read
-//! from here.
+//! What the caller hears: a playout clock per call, modelled on a real client player.
 //!
-//! Today a chunk plays from the instant it arrives for its own duration; a playout model that
-//! schedules heard audio differently replaces the queries in this file.
+//! Every reply chunk is logged with its arrival time and scheduled on the caller's playout
+//! queue: it starts when the audio queued before it has played, or — when nothing is queued (the
+//! start of a reply, after an underrun or a flush) — `playout.buffer` after it arrived (the
+//! player's pre-roll). A flush message from the server (raw `interrupted`, Twilio `clear`, …)
+//! empties the queue at once: the chunk playing is cut there and the queued ones are never
+//! heard. Every audio assertion and audio metric reads the heard instants (`start`, `end`);
+//! arrival-based figures (`first_audio`, `frame_jitter`) read `at`. The queries over the
+//! timeline are in [`super::heard`].
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A pause in the bot's speech longer than this means it stopped talking.
-pub const STOP_GAP: Duration = Duration::from_millis(250);
+use crate::plan::model::Playout as Settings;
 
-/// A gap before a speech chunk longer than this means the bot had paused and resumed.
-pub const RESUME_GAP: Duration = Duration::from_millis(100);
-
-/// One reply audio chunk in the arrival log.
+/// One reply audio chunk: when it arrived and when the caller hears it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Chunk {
+    /// Arrival (read off the socket).
     pub(super) at: Instant,
     /// The audio it carries.
     pub(super) dur: Duration,
+    /// Its RMS level is at or above `speech_threshold_dbfs`.
     pub(super) speech: bool,
+    /// When the caller starts hearing it.
+    pub(super) start: Instant,
+    /// When the caller stops hearing it: `start + dur`, earlier when a flush cut it, `start`
+    /// when a flush dropped it before it played.
+    pub(super) end: Instant,
 }
 
 impl Chunk {
-    /// When its audio has played out (arrival plus duration).
-    pub(super) fn end(&self) -> Instant {
+    /// When its audio would have played out had it played from its arrival (the arrival
+    /// timeline: `first_audio`'s "tail of an earlier answer" rule).
+    pub(super) fn arrival_end(&self) -> Instant {
         self.at + self.dur
     }
-}
 
-/// Silence between the end of `prev`'s audio and the arrival of `next`.
-pub(super) fn silence_between(prev: &Chunk, next: &Chunk) -> Duration {
-    next.at.saturating_duration_since(prev.end())
-}
-
-/// The first chunk answering an end of speech at `anchor`: at or after it and, if the bot was
-/// still talking then (the tail of an earlier answer), only after a silence longer than
-/// [`RESUME_GAP`].
-pub(super) fn first_after(chunks: &[Chunk], anchor: Instant, speech_only: bool) -> Option<Instant> {
-    let mut prev: Option<&Chunk> = None;
-    for c in chunks.iter().filter(|c| !speech_only || c.speech) {
-        if c.at >= anchor && prev.is_none_or(|p| silence_between(p, c) > RESUME_GAP) {
-            return Some(c.at);
-        }
-        prev = Some(c);
-    }
-    None
-}
-
-/// Whether the last chunk received is speech that arrived at most [`STOP_GAP`] before `at`.
-pub(super) fn just_spoke(chunks: &[Chunk], at: Instant) -> bool {
-    chunks
-        .last()
-        .is_some_and(|c| c.speech && at.saturating_duration_since(c.at) <= STOP_GAP)
-}
-
-/// Whether the last speech chunk at or before `at` arrived at most [`STOP_GAP`] before it.
-pub(super) fn talking_at(chunks: &[Chunk], at: Instant) -> bool {
-    chunks
-        .iter()
-        .rev()
-        .find(|c| c.speech && c.at <= at)
-        .is_some_and(|c| at - c.at <= STOP_GAP)
-}
-
-/// Scan the speech after `reference` for the bot stopping.
-pub(super) struct StopScan {
-    /// The end of the speech heard before a gap longer than [`STOP_GAP`], if there is one.
-    pub(super) stopped: Option<Instant>,
-    /// When the audio heard so far (up to that gap) stops playing.
-    pub(super) heard_until: Instant,
-}
-
-/// The last speech chunk after `reference` that is followed by a gap.
-pub(super) fn stop_after(chunks: &[Chunk], reference: Instant) -> StopScan {
-    let mut prev = reference;
-    let mut stopped = None;
-    for c in chunks.iter().filter(|c| c.speech && c.at > reference) {
-        if c.at.saturating_duration_since(prev) > STOP_GAP {
-            stopped = Some(prev);
-            break;
-        }
-        prev = prev.max(c.end());
-    }
-    StopScan {
-        stopped,
-        heard_until: prev,
+    /// Some of it is heard (a flush did not drop it before it played).
+    pub(super) fn heard(&self) -> bool {
+        self.end > self.start
     }
 }
 
-/// Scan the speech from `reference` on for the bot resuming after a pause.
-pub(super) struct ResumeScan {
-    /// The first speech chunk at or after the reference that follows a pause.
-    pub(super) resumed: Option<Instant>,
-    /// Speech at or after the reference continued without such a pause.
-    pub(super) flowing: bool,
-    /// The speech chunk before the resumption (or the last one, when none).
-    pub(super) prev: Option<Chunk>,
-}
-
-/// The first speech chunk after `reference` that follows a pause.
-pub(super) fn resume_after(chunks: &[Chunk], reference: Instant) -> ResumeScan {
-    let mut prev: Option<&Chunk> = None;
-    let mut resumed = None;
-    let mut flowing = false;
-    for c in chunks.iter().filter(|c| c.speech) {
-        if c.at >= reference {
-            match prev {
-                Some(p) if silence_between(p, c) > RESUME_GAP => {
-                    resumed = Some(c.at);
-                    break;
-                }
-                _ => flowing = true,
-            }
-        }
-        prev = Some(c);
-    }
-    ResumeScan {
-        resumed,
-        flowing,
-        prev: prev.copied(),
-    }
-}
-
-/// Client playout model: when the audio received so far finishes playing.
-#[derive(Debug, Clone, Copy, Default)]
+/// The caller's playout queue and everything it received.
+#[derive(Debug, Clone)]
 pub(super) struct Playout {
-    end: Option<Instant>,
-    last_chunk: Option<(Instant, Duration)>,
+    pub(super) settings: Settings,
+    /// Every reply chunk of the call, in arrival order (heard instants non-decreasing among
+    /// the chunks that are heard).
+    pub(super) chunks: Vec<Chunk>,
+    /// Arrival of every flush, in order.
+    pub(super) flushes: Vec<Instant>,
+    /// When everything queued so far finishes playing.
+    queue_end: Option<Instant>,
+    /// The chunk before the next one (arrival, duration), forgotten at a turn change.
+    last: Option<(Instant, Duration)>,
+    /// The queue running dry now is an underrun (a chunk arrived since the last turn change).
+    armed: bool,
 }
 
 /// What the playout clock saw when a chunk arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Arrival {
-    /// The chunk came after everything before it had finished playing at this instant.
+    /// When the caller starts hearing the chunk.
+    pub(super) start: Instant,
+    /// The queue had run dry at this instant, mid-reply, before the chunk came (an underrun).
     pub(super) underrun_since: Option<Instant>,
-    /// The chunk before it: arrival and duration.
+    /// The chunk before it (arrival and duration), unless a turn change came between.
     pub(super) prev: Option<(Instant, Duration)>,
+    /// How much audio was still queued ahead of the listener when it arrived.
+    pub(super) lead: Duration,
 }
 
 impl Playout {
-    /// Forget what was queued (a turn change: a pause then is expected, not a glitch).
-    pub(super) fn reset(&mut self) {
-        self.end = None;
-        self.last_chunk = None;
+    pub(super) fn new(settings: Settings) -> Self {
+        Playout {
+            settings,
+            chunks: Vec::new(),
+            flushes: Vec::new(),
+            queue_end: None,
+            last: None,
+            armed: false,
+        }
     }
 
-    /// A chunk of `dur` arrived at `at`. Playback (re)starts after `jitter_buffer`, as a client
-    /// player would rebuffer.
-    pub(super) fn arrive(
-        &mut self,
-        at: Instant,
-        dur: Duration,
-        jitter_buffer: Duration,
-    ) -> Arrival {
-        let restart = at + jitter_buffer + dur;
-        let mut underrun_since = None;
-        self.end = Some(match self.end {
-            None => restart,
-            Some(end) if at > end => {
-                underrun_since = Some(end);
-                restart
-            }
-            Some(end) => end + dur,
+    /// A turn change (the user speaks or stops, the reply ends): a pause of the bot's audio
+    /// after it is expected, not an underrun, and inter-arrival gaps across it mean nothing.
+    /// Queued audio keeps playing.
+    pub(super) fn reset(&mut self) {
+        self.last = None;
+        self.armed = false;
+    }
+
+    /// A chunk of `dur` arrived at `at`: schedule it.
+    pub(super) fn arrive(&mut self, at: Instant, dur: Duration, speech: bool) -> Arrival {
+        let queued = self.queue_end.filter(|end| *end > at);
+        let start = queued.unwrap_or(at + self.settings.buffer);
+        let underrun_since = match queued {
+            None if self.armed => self.queue_end,
+            _ => None,
+        };
+        let lead = queued.map_or(Duration::ZERO, |end| end - at);
+        self.queue_end = Some(start + dur);
+        self.armed = true;
+        let prev = self.last.replace((at, dur));
+        self.chunks.push(Chunk {
+            at,
+            dur,
+            speech,
+            start,
+            end: start + dur,
         });
-        let prev = self.last_chunk.replace((at, dur));
         Arrival {
+            start,
             underrun_since,
             prev,
+            lead,
         }
+    }
+
+    /// A flush at `at`: the chunk playing is cut, the queued ones are dropped.
+    pub(super) fn flush(&mut self, at: Instant) {
+        for c in self.chunks.iter_mut().rev() {
+            if c.end <= at && c.heard() {
+                break;
+            }
+            c.end = c.end.min(at).max(c.start);
+        }
+        if self.queue_end.is_some_and(|end| end > at) {
+            self.queue_end = Some(at);
+        }
+        self.flushes.push(at);
+        self.reset();
     }
 }
 
@@ -208,71 +171,81 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// 20 ms chunks at the given offsets (ms) from `t0`, all speech.
-    fn speech(t0: Instant, offsets: &[u64]) -> Vec<Chunk> {
-        offsets
-            .iter()
-            .map(|&o| Chunk {
-                at: t0 + MS * o as u32,
-                dur: MS * 20,
-                speech: true,
-            })
-            .collect()
+    fn playout(buffer_ms: u32) -> Playout {
+        Playout::new(Settings {
+            buffer: MS * buffer_ms,
+            stop_gap: MS * 600,
+        })
     }
 
     #[test]
-    fn first_answer_skips_the_tail_of_an_earlier_one() {
+    fn chunks_queue_behind_each_other_after_the_pre_roll() {
         let t0 = Instant::now();
-        // Talking through the anchor (100 ms), then a 200 ms pause, then the answer.
-        let chunks = speech(t0, &[80, 100, 120, 340]);
+        let mut p = playout(60);
+        let a = p.arrive(t0, MS * 20, true);
+        assert_eq!(a.start, t0 + MS * 60);
         assert_eq!(
-            first_after(&chunks, t0 + MS * 100, false),
-            Some(t0 + MS * 340)
+            (a.underrun_since, a.prev, a.lead),
+            (None, None, Duration::ZERO)
         );
-        assert_eq!(first_after(&chunks, t0 + MS * 400, true), None);
-    }
-
-    #[test]
-    fn a_gap_longer_than_stop_gap_is_a_stop() {
-        let t0 = Instant::now();
-        let chunks = speech(t0, &[20, 40, 400]);
-        let scan = stop_after(&chunks, t0);
-        assert_eq!(scan.stopped, Some(t0 + MS * 60));
-        assert_eq!(scan.heard_until, t0 + MS * 60);
-        let flowing = stop_after(&speech(t0, &[20, 40, 60]), t0);
-        assert_eq!(flowing.stopped, None);
-        assert_eq!(flowing.heard_until, t0 + MS * 80);
-        assert!(talking_at(&chunks, t0 + MS * 100));
-        assert!(!talking_at(&chunks, t0 + MS * 300));
-    }
-
-    #[test]
-    fn speech_after_a_pause_resumes() {
-        let t0 = Instant::now();
-        let scan = resume_after(&speech(t0, &[0, 20, 300]), t0 + MS * 10);
-        assert_eq!(scan.resumed, Some(t0 + MS * 300));
-        assert!(scan.flowing);
-        let on = resume_after(&speech(t0, &[0, 20, 40]), t0 + MS * 10);
-        assert_eq!(on.resumed, None);
-        assert_eq!(on.prev.map(|c| c.at), Some(t0 + MS * 40));
-    }
-
-    #[test]
-    fn playout_underruns_when_audio_arrives_after_the_queue_ran_dry() {
-        let t0 = Instant::now();
-        let mut p = Playout::default();
-        let buffer = MS * 40;
-        let a = p.arrive(t0, MS * 20, buffer);
-        assert!(a.underrun_since.is_none() && a.prev.is_none());
-        // Plays until t0 + 60 ms; the next chunk comes in time.
-        let b = p.arrive(t0 + MS * 20, MS * 20, buffer);
-        assert!(b.underrun_since.is_none());
+        // A burst: the second chunk arrives at once and queues behind the first.
+        let b = p.arrive(t0 + MS, MS * 20, true);
+        assert_eq!(b.start, t0 + MS * 80);
+        assert_eq!(b.lead, MS * 79);
         assert_eq!(b.prev, Some((t0, MS * 20)));
-        // Queue ran dry at t0 + 80 ms.
-        let c = p.arrive(t0 + MS * 200, MS * 20, buffer);
+        assert_eq!(p.queue_end, Some(t0 + MS * 100));
+    }
+
+    #[test]
+    fn an_underrun_is_a_chunk_after_the_queue_ran_dry() {
+        let t0 = Instant::now();
+        let mut p = playout(40);
+        p.arrive(t0, MS * 20, true);
+        assert!(
+            p.arrive(t0 + MS * 20, MS * 20, true)
+                .underrun_since
+                .is_none()
+        );
+        // Queue ran dry at t0 + 80 ms; playback restarts 40 ms after the late chunk.
+        let c = p.arrive(t0 + MS * 200, MS * 20, true);
         assert_eq!(c.underrun_since, Some(t0 + MS * 80));
+        assert_eq!(c.start, t0 + MS * 240);
         p.reset();
-        let d = p.arrive(t0 + MS * 900, MS * 20, buffer);
+        let d = p.arrive(t0 + MS * 900, MS * 20, true);
         assert!(d.underrun_since.is_none() && d.prev.is_none());
+    }
+
+    #[test]
+    fn a_reset_keeps_the_queue_playing() {
+        let t0 = Instant::now();
+        let mut p = playout(60);
+        p.arrive(t0, MS * 1000, true);
+        p.reset();
+        let b = p.arrive(t0 + MS * 10, MS * 20, true);
+        assert_eq!(b.start, t0 + MS * 1060);
+        assert!(b.prev.is_none());
+    }
+
+    #[test]
+    fn a_flush_cuts_the_playing_chunk_and_drops_the_queue() {
+        let t0 = Instant::now();
+        let mut p = playout(60);
+        for i in 0..10 {
+            p.arrive(t0 + MS * i, MS * 100, true);
+        }
+        // Heard from 60 ms; at 500 ms the fifth chunk (460..560) is playing.
+        p.flush(t0 + MS * 500);
+        let heard: Vec<_> = p.chunks.iter().filter(|c| c.heard()).collect();
+        assert_eq!(heard.len(), 5);
+        assert_eq!(heard[4].end, t0 + MS * 500);
+        assert!(p.chunks[5..].iter().all(|c| !c.heard()));
+        assert_eq!(p.queue_end, Some(t0 + MS * 500));
+        // The next audio starts a new queue with the pre-roll, not an underrun.
+        let next = p.arrive(t0 + MS * 700, MS * 20, true);
+        assert_eq!(next.start, t0 + MS * 760);
+        assert!(next.underrun_since.is_none() && next.prev.is_none());
+        // A flush before a chunk starts playing drops it whole.
+        p.flush(t0 + MS * 710);
+        assert!(!p.chunks.last().unwrap().heard());
     }
 }

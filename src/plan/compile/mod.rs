@@ -95,7 +95,8 @@ pub struct TargetSpec {
     pub url: TargetUrl,
     pub sample_rate: u32,
     pub speech_threshold_dbfs: f64,
-    pub jitter_buffer: Duration,
+    /// The caller's playout buffer (`target.playout`, `target.jitter_buffer`).
+    pub playout: super::model::Playout,
     pub connect_timeout: Duration,
     pub agent: AgentSpec,
     /// Protocol adapter and connection settings.
@@ -256,7 +257,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             url: TargetUrl::parse(&wire.url),
             sample_rate: rate,
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,
-            jitter_buffer: plan.target.jitter_buffer.0,
+            playout: plan.target.playout.resolve(plan.target.jitter_buffer.0),
             connect_timeout: plan.target.connect_timeout.0,
             agent: plan.target.agent.clone(),
             wire,

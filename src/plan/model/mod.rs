@@ -5,12 +5,14 @@
 //! line and column.
 
 mod load;
+mod playout;
 mod reply_pacing;
 mod scalars;
 mod scenario;
 mod target;
 
 pub use load::*;
+pub use playout::*;
 pub use reply_pacing::ReplyPacing;
 pub use scalars::*;
 pub use scenario::*;
@@ -67,7 +69,7 @@ pub struct ReportSpec {
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
     /// Save what each caller heard as a WAV in the report's `audio/` folder (reply audio placed
-    /// at its arrival time, so pauses and stalls are audible): `none` (default), `failed` (only
+    /// where the caller heard it, so pauses, stalls and cut-offs are audible): `none` (default), `failed` (only
     /// failed iterations) or `all`.
     #[serde(default)]
     pub record_audio: RecordAudio,

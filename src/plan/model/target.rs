@@ -61,6 +61,9 @@ pub struct Target {
     /// already received has finished playing).
     #[serde(default = "default_jitter_buffer")]
     pub jitter_buffer: Dur,
+    /// The caller's playout buffer: pre-roll and the pause that counts as a stop.
+    #[serde(default)]
+    pub playout: super::PlayoutSpec,
     /// Settings of the built-in agent (used when `url: builtin`).
     #[serde(default)]
     pub agent: AgentSpec,
