@@ -135,15 +135,24 @@ thresholds:
     );
     assert_eq!(code, exit::PASSED, "{report}");
     assert_eq!(report["iterations"]["succeeded"], 4, "{report}");
-    // The bot's pipeline: VAD stop (0.2 s) + turn timeout (0.6 s) + LLM (0.15 s) before it speaks.
-    let ttfa = report["metrics"]["ttfa"]["min_ms"].as_f64().unwrap();
-    assert!(
-        ttfa >= 800.0,
-        "faster than the bot's own pipeline: {report}"
+    // The bot's pipeline: VAD stop (0.2 s) + turn timeout (0.6 s) + LLM (0.15 s) = 0.95 s before
+    // it speaks (weather.wav is loud to its last frame). Above that: Silero's 32 ms windows and
+    // confidence smoothing, the 20 ms output frames and Python's event loop, allowed 0.3 s
+    // (measured p50 1050–1133 ms, min 1045 ms, at load 13–15 on 2 cores).
+    let ttfa = &report["metrics"]["ttfa"];
+    let (min, p50) = (
+        ttfa["min_ms"].as_f64().unwrap(),
+        ttfa["p50_ms"].as_f64().unwrap(),
     );
+    assert!(min >= 950.0, "faster than the bot's own pipeline: {report}");
+    assert!(p50 < 1250.0, "slower than the bot's pipeline: {report}");
+    // Silero needs 0.2 s of speech (VAD start) to notice; cancel.wav's first ~120 ms are quiet
+    // onset, and the stop takes Silero windows and a 20 ms frame: allowed 0.6 s at p50
+    // (measured p50 401–442 ms, min 401 ms).
     let barge = report["metrics"]["barge_in"]["p50_ms"].as_f64().unwrap();
     assert!(
-        barge > 100.0,
+        barge >= 200.0,
         "Silero needs 0.2 s of speech to notice: {report}"
     );
+    assert!(barge < 600.0, "slower than VAD start + onset: {report}");
 }

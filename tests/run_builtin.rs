@@ -82,14 +82,17 @@ async fn builtin_run_measures_the_configured_latency() {
     assert_eq!(s.iterations().failed, 0, "{:?}", s.errors());
     let ttfa = s.stats("ttfa").unwrap();
     assert_eq!(ttfa.count, 6);
-    // asr 50 + llm 200 + tts 50 = 300 ms configured; allow scheduling slack on a busy machine.
+    // asr 50 + llm 200 + tts 50 = 300 ms configured: never less, and within a few ms of it
+    // (measured p50 301.3–302.1 ms, min 300.3–301.3, at load 3–10 on 2 cores), so a
+    // systematic +20 ms bias fails.
     assert!(
-        ttfa.min_ms >= 295.0 && ttfa.p50_ms < 400.0,
+        ttfa.min_ms >= 300.0 && ttfa.p50_ms < 310.0,
         "ttfa should be near 300ms: {ttfa:?}"
     );
     let rt = s.stats("response_time").unwrap();
-    // 300 ms to first audio + 400 ms of reply audio streamed in real time.
-    assert!(rt.p50_ms >= 680.0 && rt.p50_ms < 850.0, "{rt:?}");
+    // 300 ms to first audio + 400 ms of reply audio streamed in real time (measured p50
+    // 701.4–704.5 ms).
+    assert!(rt.p50_ms >= 700.0 && rt.p50_ms < 715.0, "{rt:?}");
     assert_eq!(s.stats("connect").unwrap().count, 6);
     let results = planrun::judge::thresholds::evaluate(s, &compiled.thresholds);
     assert!(results.iter().all(|r| r.passed), "{results:?}");

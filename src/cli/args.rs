@@ -16,7 +16,7 @@ pub struct GateArgs {
     /// Relative p95 increase tolerated before a metric counts as regressed (`10%` or `0.1`).
     #[arg(long, default_value = "10%", value_parser = parse_fraction, value_name = "PCT")]
     pub tolerance: f64,
-    /// Significance level of the Mann–Whitney and two-proportion tests.
+    /// Significance level of the p95 bootstrap and two-proportion tests.
     #[arg(long, default_value_t = 0.05, value_name = "P")]
     pub alpha: f64,
 }

@@ -1,10 +1,13 @@
 //! Baseline comparison: per-metric deltas of p50/p95/p99 and success rate between two runs,
-//! judged by a tolerance on p95 *and* a significance test — a Mann–Whitney U test on the two
-//! HDR histograms for latencies, a two-proportion z-test for success rates — so a PR job can
-//! gate on "no worse than main" without flapping on noise.
+//! judged by a tolerance on p95 *and* a significance test aimed at that quantile — a seeded
+//! bootstrap of the p95 difference resampled from the two HDR histograms for latencies, a
+//! two-proportion z-test for success rates — so a PR job can gate on "no worse than main"
+//! without flapping on noise, and a slow tail that leaves the median alone is still caught.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
 
 use super::error::ReportError;
 use super::{MetricReport, ReportView, RunFiles};
@@ -25,6 +28,179 @@ impl Default for Options {
             alpha: 0.05,
         }
     }
+}
+
+/// The quantile the gate judges.
+pub const GATED_QUANTILE: f64 = 0.95;
+
+/// Bootstrap resamples per test.
+pub const RESAMPLES: usize = 2000;
+
+/// Result of a bootstrap test of a quantile difference (new − base).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantileTest {
+    /// The quantile compared (0.95 = p95).
+    pub quantile: f64,
+    /// Observed difference of the two sample quantiles, new − base, in the samples' unit.
+    pub diff: f64,
+    /// Percentile bootstrap confidence interval of the difference at 1 − alpha.
+    pub low: f64,
+    pub high: f64,
+    /// Two-sided p-value: twice the smaller share of resampled differences on either side of 0
+    /// (a resample with no difference counts on both sides).
+    pub p: f64,
+}
+
+/// Fewest samples per side for which the tested quantile has a distribution-free confidence
+/// bound at level alpha: below it, all n samples fall under the true quantile with probability
+/// q^n > alpha/2, so no resampling can tell the tail apart (p95 at alpha 0.05: 72).
+pub fn min_samples(quantile: f64, alpha: f64) -> u64 {
+    if !(0.0..1.0).contains(&quantile) || alpha <= 0.0 || alpha >= 1.0 {
+        return u64::MAX;
+    }
+    ((alpha / 2.0).ln() / quantile.ln()).ceil().max(1.0) as u64
+}
+
+/// A small, stable PRNG (SplitMix64): verdicts must not change with a dependency's version.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Gamma(shape, 1) for shape ≥ 1 (Marsaglia–Tsang).
+    fn gamma(&mut self, shape: f64) -> f64 {
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = 1.0 + c * x;
+            if v <= 0.0 {
+                continue;
+            }
+            let v = v * v * v;
+            let u = self.uniform();
+            if u < 1.0 - 0.0331 * x.powi(4) || u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+                return d * v;
+            }
+        }
+    }
+
+    /// Beta(a, b) for a, b ≥ 1.
+    fn beta(&mut self, a: f64, b: f64) -> f64 {
+        let x = self.gamma(a);
+        x / (x + self.gamma(b))
+    }
+}
+
+/// One side of a quantile test: the sample as ascending `(value, count)` pairs with running
+/// totals.
+struct Sample<'a> {
+    values: &'a [(u64, u64)],
+    cumulative: Vec<u64>,
+    n: u64,
+}
+
+impl<'a> Sample<'a> {
+    fn new(values: &'a [(u64, u64)]) -> Self {
+        let mut total = 0;
+        let cumulative = values
+            .iter()
+            .map(|v| {
+                total += v.1;
+                total
+            })
+            .collect();
+        Sample {
+            values,
+            cumulative,
+            n: total,
+        }
+    }
+
+    /// The i-th smallest value, 0-based.
+    fn at(&self, i: u64) -> f64 {
+        let k = self.cumulative.partition_point(|&c| c <= i);
+        self.values[k.min(self.values.len() - 1)].0 as f64
+    }
+
+    /// Rank (1-based) of the quantile's order statistic, as HdrHistogram's `value_at_quantile`
+    /// picks it: the smallest value with at least q·n samples at or below it.
+    fn rank(&self, q: f64) -> u64 {
+        ((q * self.n as f64 - 1e-9).ceil() as u64).clamp(1, self.n)
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        self.at(self.rank(q) - 1)
+    }
+
+    /// The quantile of one bootstrap resample (n draws with replacement). Its k-th smallest
+    /// draw is the sample's value at ⌊U·n⌋ for U the k-th smallest of n uniforms, which is
+    /// Beta(k, n + 1 − k): one draw per resample instead of n.
+    fn resampled_quantile(&self, q: f64, rng: &mut SplitMix) -> f64 {
+        let k = self.rank(q) as f64;
+        let u = rng.beta(k, self.n as f64 + 1.0 - k);
+        self.at(((u * self.n as f64) as u64).min(self.n - 1))
+    }
+}
+
+/// Bootstrap test of the difference of a quantile between two samples given as ascending
+/// `(value, count)` pairs (e.g. the recorded values of two HDR histograms): [`RESAMPLES`]
+/// resamples of each side drawn with a PRNG seeded by `seed`, so the same inputs always give the
+/// same answer. None when either side has fewer than [`min_samples`].
+pub fn quantile_bootstrap(
+    base: &[(u64, u64)],
+    new: &[(u64, u64)],
+    quantile: f64,
+    alpha: f64,
+    seed: u64,
+) -> Option<QuantileTest> {
+    let (a, b) = (Sample::new(base), Sample::new(new));
+    let least = min_samples(quantile, alpha);
+    if a.n < least || b.n < least {
+        return None;
+    }
+    let mut rng = SplitMix(seed);
+    let mut diffs: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            b.resampled_quantile(quantile, &mut rng) - a.resampled_quantile(quantile, &mut rng)
+        })
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let below = diffs.iter().filter(|d| **d <= 0.0).count();
+    let above = diffs.iter().filter(|d| **d >= 0.0).count();
+    let share = |c: usize| (c + 1) as f64 / (RESAMPLES + 1) as f64;
+    let p = (2.0 * share(below).min(share(above))).min(1.0);
+    let pick = |f: f64| diffs[((f * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
+    Some(QuantileTest {
+        quantile,
+        diff: b.quantile(quantile) - a.quantile(quantile),
+        low: pick(alpha / 2.0),
+        high: pick(1.0 - alpha / 2.0),
+        p,
+    })
+}
+
+/// The seed of a metric's test: fixed per metric name (FNV-1a), so a verdict is reproducible.
+pub fn seed_for(metric: &str) -> u64 {
+    metric.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Result of a Mann–Whitney U test.
@@ -62,7 +238,9 @@ fn erfc(x: f64) -> f64 {
 
 /// Mann–Whitney U test on two samples given as ascending `(value, count)` pairs (e.g. the
 /// recorded values of two HDR histograms): normal approximation with tie and continuity
-/// corrections. None when either sample is empty or every value is tied.
+/// corrections. None when either sample is empty or every value is tied. Not the gate's test:
+/// it weighs the whole distribution, so a slow tail of a few percent goes unseen (see
+/// [`quantile_bootstrap`]).
 pub fn mann_whitney(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<MannWhitney> {
     let n1: f64 = a.iter().map(|x| x.1 as f64).sum();
     let n2: f64 = b.iter().map(|x| x.1 as f64).sum();
@@ -160,7 +338,10 @@ pub struct MetricDelta {
     pub name: String,
     pub base: MetricReport,
     pub new: MetricReport,
+    /// p-value of the gate's test (the p95 bootstrap).
     pub p_value: Option<f64>,
+    /// The p95 bootstrap, in µs (None: no histogram on a side, or too few samples).
+    pub p95_test: Option<QuantileTest>,
     pub verdict: Verdict,
 }
 
@@ -184,6 +365,53 @@ impl Comparison {
     }
 }
 
+/// Judge one metric from its two reports and, when stored, its two histograms (µs).
+pub fn compare_metric(
+    name: String,
+    base: MetricReport,
+    new: MetricReport,
+    base_hist: Option<&Histogram<u64>>,
+    new_hist: Option<&Histogram<u64>>,
+    opt: Options,
+) -> MetricDelta {
+    let test = match (base_hist, new_hist) {
+        (Some(hb), Some(hn)) => quantile_bootstrap(
+            &super::hist::values(hb),
+            &super::hist::values(hn),
+            GATED_QUANTILE,
+            opt.alpha,
+            seed_for(&name),
+        ),
+        _ => None,
+    };
+    let verdict = match (base.p95_ms, new.p95_ms) {
+        (Some(bp), Some(np)) if bp > 0.0 => {
+            let rel = (np - bp) / bp;
+            let significant = test.is_some_and(|t| t.p < opt.alpha);
+            if rel.abs() <= opt.tolerance {
+                Verdict::Unchanged
+            } else if !significant {
+                Verdict::NotSignificant
+            } else if rel > 0.0 && test.is_some_and(|t| t.low > 0.0) {
+                Verdict::Regressed
+            } else if rel < 0.0 && test.is_some_and(|t| t.high < 0.0) {
+                Verdict::Improved
+            } else {
+                Verdict::NotSignificant
+            }
+        }
+        _ => Verdict::NoData,
+    };
+    MetricDelta {
+        name,
+        base,
+        new,
+        p_value: test.map(|t| t.p),
+        p95_test: test,
+        verdict,
+    }
+}
+
 /// Compare two runs.
 pub fn compare(base: &ReportView, new: &ReportView, opt: Options) -> Comparison {
     let mut names = new.metric_names();
@@ -197,37 +425,8 @@ pub fn compare(base: &ReportView, new: &ReportView, opt: Options) -> Comparison 
         .map(|name| {
             let b = base.metrics.get(&name).cloned().unwrap_or_default();
             let n = new.metrics.get(&name).cloned().unwrap_or_default();
-            let test = match (base.histogram(&name), new.histogram(&name)) {
-                (Some(hb), Some(hn)) => {
-                    mann_whitney(&super::hist::values(&hb), &super::hist::values(&hn))
-                }
-                _ => None,
-            };
-            let verdict = match (b.p95_ms, n.p95_ms) {
-                (Some(bp), Some(np)) if bp > 0.0 => {
-                    let rel = (np - bp) / bp;
-                    let significant = test.is_some_and(|t| t.p < opt.alpha);
-                    if rel.abs() <= opt.tolerance {
-                        Verdict::Unchanged
-                    } else if !significant {
-                        Verdict::NotSignificant
-                    } else if rel > 0.0 && test.is_some_and(|t| t.z > 0.0) {
-                        Verdict::Regressed
-                    } else if rel < 0.0 && test.is_some_and(|t| t.z < 0.0) {
-                        Verdict::Improved
-                    } else {
-                        Verdict::NotSignificant
-                    }
-                }
-                _ => Verdict::NoData,
-            };
-            MetricDelta {
-                name,
-                base: b,
-                new: n,
-                p_value: test.map(|t| t.p),
-                verdict,
-            }
+            let (hb, hn) = (base.histogram(&name), new.histogram(&name));
+            compare_metric(name, b, n, hb.as_ref(), hn.as_ref(), opt)
         })
         .collect();
     let rate_test = two_proportion(
@@ -268,6 +467,13 @@ fn delta(b: Option<f64>, n: Option<f64>) -> String {
     }
 }
 
+/// A bootstrap interval of a difference in µs, as signed ms.
+fn interval(t: Option<QuantileTest>) -> String {
+    t.map_or("–".into(), |t| {
+        format!("{:+.1} … {:+.1}", t.low / 1000.0, t.high / 1000.0)
+    })
+}
+
 fn pval(p: Option<f64>) -> String {
     match p {
         Some(p) if p < 0.001 => "<0.001".into(),
@@ -291,19 +497,21 @@ pub fn markdown(c: &Comparison) -> String {
     );
     let _ = writeln!(
         s,
-        "| Metric | p50 base → new | p95 base → new | Δ p95 | p99 base → new | samples | p (Mann–Whitney) | Verdict |"
+        "| Metric | p50 base → new | p95 base → new | Δ p95 | Δ p95 {:.0}% CI | p99 base → new | samples | p (p95 bootstrap) | Verdict |",
+        (1.0 - c.options.alpha) * 100.0
     );
-    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|---|");
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|---|");
     for m in &c.metrics {
         let _ = writeln!(
             s,
-            "| `{}` | {} → {} | {} → {} | {} | {} → {} | {} → {} | {} | {} |",
+            "| `{}` | {} → {} | {} → {} | {} | {} | {} → {} | {} → {} | {} | {} |",
             m.name.replace('|', "\\|"),
             ms(m.base.p50_ms),
             ms(m.new.p50_ms),
             ms(m.base.p95_ms),
             ms(m.new.p95_ms),
             delta(m.base.p95_ms, m.new.p95_ms),
+            interval(m.p95_test),
             ms(m.base.p99_ms),
             ms(m.new.p99_ms),
             m.base.count,
@@ -315,7 +523,7 @@ pub fn markdown(c: &Comparison) -> String {
     let rate = |r: Option<f64>| r.map_or("–".into(), |r| format!("{:.2}%", r * 100.0));
     let _ = writeln!(
         s,
-        "| success rate | | {} → {} | | | | {} (two-proportion z) | {} |",
+        "| success rate | | {} → {} | | | | | {} (two-proportion z) | {} |",
         rate(c.base_rate),
         rate(c.new_rate),
         pval(c.rate_p_value),
@@ -323,8 +531,11 @@ pub fn markdown(c: &Comparison) -> String {
     );
     let _ = writeln!(
         s,
-        "\nLatencies in ms. A metric regresses when its p95 grows by more than {:.0}% **and** a Mann–Whitney U test on the recorded histograms gives p < {}; the success rate regresses when it drops with a two-proportion z-test p < {}.",
+        "\nLatencies in ms. A metric regresses when its p95 grows by more than {:.0}% **and** a bootstrap of the p95 difference ({} seeded resamples of the recorded histograms, at least {} samples a side) puts its {:.0}% confidence interval above 0 (p < {}); the success rate regresses when it drops with a two-proportion z-test p < {}.",
         c.options.tolerance * 100.0,
+        RESAMPLES,
+        min_samples(GATED_QUANTILE, c.options.alpha),
+        (1.0 - c.options.alpha) * 100.0,
         c.options.alpha,
         c.options.alpha
     );
@@ -413,6 +624,73 @@ mod tests {
         // All tied: undefined.
         assert!(mann_whitney(&ones(&[5, 5]), &ones(&[5])).is_none());
         assert!(mann_whitney(&[], &ones(&[5])).is_none());
+    }
+
+    #[test]
+    fn min_samples_is_the_distribution_free_bound() {
+        // 0.95^71 = 0.0262 > 0.025, 0.95^72 = 0.0249.
+        assert_eq!(min_samples(0.95, 0.05), 72);
+        assert_eq!(min_samples(0.99, 0.05), 368);
+        assert_eq!(min_samples(0.5, 0.05), 6);
+        assert_eq!(min_samples(1.0, 0.05), u64::MAX);
+    }
+
+    #[test]
+    fn the_beta_shortcut_resamples_like_drawing_n_values() {
+        // 1..=100 ms; the p95 of a resample drawn value by value vs through Beta(k, n + 1 − k).
+        let v: Vec<(u64, u64)> = (1..=100).map(|x| (x, 1)).collect();
+        let s = Sample::new(&v);
+        assert_eq!(s.rank(0.95), 95);
+        assert_eq!(s.quantile(0.95), 95.0);
+        let mut rng = SplitMix(7);
+        let runs = 4000;
+        let mut direct = Vec::new();
+        let mut shortcut = Vec::new();
+        for _ in 0..runs {
+            let mut draw: Vec<f64> = (0..100)
+                .map(|_| s.at(((rng.uniform() * 100.0) as u64).min(99)))
+                .collect();
+            draw.sort_by(f64::total_cmp);
+            direct.push(draw[94]);
+            shortcut.push(s.resampled_quantile(0.95, &mut rng));
+        }
+        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+        let sd = |x: &[f64]| {
+            let m = mean(x);
+            (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len() as f64).sqrt()
+        };
+        // Both ≈ 94.5 ± 2.2; the means agree within a few standard errors.
+        assert!(
+            (mean(&direct) - mean(&shortcut)).abs() < 0.25,
+            "{} {}",
+            mean(&direct),
+            mean(&shortcut)
+        );
+        assert!(
+            (sd(&direct) - sd(&shortcut)).abs() < 0.2,
+            "{} {}",
+            sd(&direct),
+            sd(&shortcut)
+        );
+    }
+
+    #[test]
+    fn quantile_bootstrap_is_seeded_and_sided() {
+        let base: Vec<(u64, u64)> = (100..300).map(|x| (x, 1)).collect();
+        let slower: Vec<(u64, u64)> = (100..300).map(|x| (x + 40, 1)).collect();
+        let t = quantile_bootstrap(&base, &slower, 0.95, 0.05, 1).unwrap();
+        assert_eq!(t.diff, 40.0);
+        assert!(t.low > 0.0 && t.high >= 40.0 && t.p < 0.01, "{t:?}");
+        assert_eq!(quantile_bootstrap(&base, &slower, 0.95, 0.05, 1), Some(t));
+        let back = quantile_bootstrap(&slower, &base, 0.95, 0.05, 1).unwrap();
+        assert!(back.high < 0.0 && back.p < 0.01, "{back:?}");
+        let same = quantile_bootstrap(&base, &base, 0.95, 0.05, 1).unwrap();
+        assert!(
+            same.low < 0.0 && same.high > 0.0 && same.p > 0.5,
+            "{same:?}"
+        );
+        // Too few samples: no test.
+        assert!(quantile_bootstrap(&base[..71], &slower, 0.95, 0.05, 1).is_none());
     }
 
     #[test]
