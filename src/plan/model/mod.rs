@@ -4,11 +4,13 @@
 //! deserialization, so a bad value is reported by the format's own parser at its exact
 //! line and column.
 
+mod generator;
 mod load;
 mod scalars;
 mod scenario;
 mod target;
 
+pub use generator::*;
 pub use load::*;
 pub use scalars::*;
 pub use scenario::*;
@@ -47,6 +49,9 @@ pub struct Plan {
     /// Report outputs.
     #[serde(default)]
     pub report: ReportSpec,
+    /// The load generator's own limits (`on_overload`).
+    #[serde(default)]
+    pub generator: GeneratorSpec,
 }
 
 /// Report settings.

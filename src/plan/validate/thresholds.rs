@@ -15,6 +15,9 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
     known.push(SUCCESS_RATE);
     known.push(CHECKS);
     for (name, exprs) in &plan.thresholds {
+        if super::run_metrics::check(lp, name, exprs, errs) {
+            continue;
+        }
         let path = plan_path!["thresholds", name.as_str()];
         if !known.contains(&name.as_str()) {
             let hint = did_you_mean(name, &known)
