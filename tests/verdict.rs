@@ -9,7 +9,27 @@ use planrun::cli::exit;
 use planrun::plan::model::OnOverload;
 
 mod common;
-use common::{json, read, run_plan, temp_dir};
+use common::{json, read, temp_dir};
+
+/// Run a plan through the library with the plan's own `on_overload` (unlike
+/// `common::run_plan`, which accepts overload), `edit` adjusting the options.
+async fn run_plan(
+    path: &Path,
+    out: &Path,
+    edit: impl FnOnce(&mut planrun::runner::RunOptions),
+) -> u8 {
+    let compiled = planrun::plan::compile::compile(&planrun::plan::load(path).unwrap()).unwrap();
+    let mut options = planrun::runner::RunOptions::new(&compiled, out);
+    edit(&mut options);
+    let r = planrun::runner::run(
+        compiled,
+        options,
+        std::sync::Arc::new(planrun::runner::Silent),
+    )
+    .await
+    .unwrap();
+    exit::of(r.outcome)
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

@@ -139,7 +139,7 @@ pub struct RunArgs {
     /// What a run over the generator limit is: `fail` (inconclusive, exit code 5) or `warn`
     /// (a warning; the thresholds decide). Default: the plan's `generator.on_overload`, else
     /// `fail`.
-    #[arg(long, value_name = "fail|warn")]
+    #[arg(long, value_name = "fail|warn", env = "PLANRUN_ON_OVERLOAD")]
     pub on_overload: Option<crate::plan::model::OnOverload>,
     /// Run only shard INDEX (0-based) of COUNT: global users INDEX, INDEX+COUNT, … (default
     /// in a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of PLANRUN_SHARDS). Merge the shards'
