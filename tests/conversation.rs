@@ -462,7 +462,11 @@ async fn example_interruptions_writes_every_report() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .count();
-    assert_eq!(cases, 7 + 1, "seven thresholds and one scenario");
+    assert_eq!(
+        cases,
+        7 + 1 + 1,
+        "seven thresholds, one scenario and the generator's health"
+    );
     assert!(!doc.descendants().any(|n| n.has_tag_name("failure")));
     let html = read("report.html");
     assert!(html.contains("<svg") && html.contains("barge_in"));

@@ -113,8 +113,13 @@ fn a_run_over_the_generator_limit_warns_everywhere() {
     let dir = temp_dir("health-warn");
     // 0.001 ms: tokio's timer alone (about 1 ms) puts every run over this limit.
     let (code, stdout, m) = run(&dir, &["--generator-lag-limit", "0.001"]);
-    // A warning, not a failure: the verdict stays the thresholds'.
-    assert_eq!(code, 0, "{stdout}");
+    // Not a pass: the run is inconclusive (exit code 5), said in every report.
+    assert_eq!(code, 5, "{stdout}");
+    assert!(
+        stdout.contains("INCONCLUSIVE: planrun itself was the bottleneck"),
+        "{stdout}"
+    );
+    assert_eq!(m["inconclusive"], true);
     let warnings: Vec<String> = m["generator"]["warnings"]
         .as_array()
         .unwrap()
@@ -145,6 +150,23 @@ fn a_run_over_the_generator_limit_warns_everywhere() {
     let html = read(&dir.join("out/report.html"));
     assert_eq!(html.matches("class=\"desc generator-warning\"").count(), 2);
     assert!(html.contains("event-loop delay p99 "), "{html}");
+    // Accepted on the command line: the same warnings, and the thresholds decide.
+    let (code, stdout, m) = run(
+        &dir,
+        &["--generator-lag-limit", "0.001", "--on-overload", "warn"],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(m["inconclusive"], false);
+    assert_eq!(m["generator"]["overloaded"], true);
+    assert!(
+        stdout.contains("generator overload accepted (on_overload: warn)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("WARNING: planrun was the bottleneck: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -244,6 +244,7 @@ fn a_taken_metrics_address_is_a_clear_startup_error() {
     std::fs::write(&plan, PLAN).unwrap();
     let out = dir.join("out");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_planrun"))
+        .env("PLANRUN_ON_OVERLOAD", "warn")
         .args(["run", plan.to_str().unwrap(), "--out"])
         .arg(&out)
         .args(["--metrics-addr", &addr])

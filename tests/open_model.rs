@@ -233,12 +233,20 @@ fn cli_reports_dropped_arrivals_everywhere() {
             path.to_str().unwrap(),
             "--out",
             out_dir.to_str().unwrap(),
+            // Not an overload test: a busy CI machine must not make it inconclusive.
+            "--on-overload",
+            "warn",
         ])
         .output()
         .unwrap();
     let console =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{console}");
+    // The implicit `dropped_arrivals: rate <= 0` check fails the run.
+    assert_eq!(out.status.code(), Some(1), "{console}");
+    assert!(
+        console.contains("FAIL dropped_arrivals rate <= 0  (observed"),
+        "{console}"
+    );
     let m = json(&out_dir.join("metrics.json"));
     let a = &m["arrivals"];
     assert_eq!(a["scheduled"], 5, "{a}");
@@ -263,7 +271,8 @@ fn cli_reports_dropped_arrivals_everywhere() {
     assert!(md.contains("## Arrivals"), "{md}");
     assert!(
         md.contains(&format!(
-            "| Dropped arrivals | {dropped} ({dropped} max_users) |"
+            "| Dropped arrivals | {dropped} ({dropped} max_users), rate {} of offered |",
+            dropped as f64 / 5.0
         )),
         "{md}"
     );

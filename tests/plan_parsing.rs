@@ -266,6 +266,7 @@ report:
 
 fn planrun_bin(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_planrun"))
+        .env("PLANRUN_ON_OVERLOAD", "warn")
         .args(args)
         .output()
         .expect("run planrun");

@@ -132,7 +132,11 @@ async fn a_run_writes_every_report_and_they_parse() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .count();
-    assert_eq!(cases, 3 + 1, "three thresholds and one scenario");
+    assert_eq!(
+        cases,
+        3 + 1 + 1,
+        "three thresholds, one scenario and the generator's health"
+    );
 
     // summary.md, report.html, and the custom template with real numbers.
     assert!(read(&out.join("summary.md")).contains("FAILED"));

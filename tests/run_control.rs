@@ -51,6 +51,7 @@ thresholds:
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(BIN)
+        .env("PLANRUN_ON_OVERLOAD", "warn")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -283,7 +284,11 @@ fn an_existing_report_folder_is_not_overwritten() {
     let run = |extra: &[&str]| {
         let mut args = vec![p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"];
         args.extend_from_slice(extra);
-        let o = Command::new(BIN).args(&args).output().unwrap();
+        let o = Command::new(BIN)
+            .env("PLANRUN_ON_OVERLOAD", "warn")
+            .args(&args)
+            .output()
+            .unwrap();
         (
             o.status.code(),
             String::from_utf8_lossy(&o.stdout).to_string(),
@@ -325,6 +330,7 @@ fn out_of_file_descriptors_degrades_into_counted_errors() {
         out.display()
     );
     let child = Command::new("sh")
+        .env("PLANRUN_ON_OVERLOAD", "warn")
         .args(["-c", &cmd])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

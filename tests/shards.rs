@@ -81,6 +81,7 @@ thresholds:
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args)
+        .env("PLANRUN_ON_OVERLOAD", "warn")
         .env_remove("JOB_COMPLETION_INDEX")
         .env_remove("PLANRUN_SHARDS");
     for (k, v) in env {
@@ -668,6 +669,7 @@ fn kubernetes_manifest_is_an_indexed_job() {
                 let cmd = shard_cmd.clone();
                 sc.spawn(move || {
                     Command::new("/bin/sh")
+                        .env("PLANRUN_ON_OVERLOAD", "warn")
                         .args(["-c", &cmd])
                         .env("JOB_COMPLETION_INDEX", i.to_string())
                         .env("PLANRUN_SHARDS", n.to_string())

@@ -49,7 +49,11 @@ thresholds:
 /// Run the binary; returns (exit code, stdout, stderr, wall time).
 fn run(args: &[&str]) -> (Option<i32>, String, String, Duration) {
     let start = Instant::now();
-    let o = Command::new(BIN).args(args).output().unwrap();
+    let o = Command::new(BIN)
+        .env("PLANRUN_ON_OVERLOAD", "warn")
+        .args(args)
+        .output()
+        .unwrap();
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stdout).into(),

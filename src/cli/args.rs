@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// flagged because planrun itself was the bottleneck.
     #[arg(long, value_name = "MS", default_value_t = crate::judge::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
     pub generator_lag_limit: f64,
+    /// What a run over the generator limit is: `fail` (inconclusive, exit code 5) or `warn`
+    /// (a warning; the thresholds decide). Default: the plan's `generator.on_overload`, else
+    /// `fail`.
+    #[arg(long, value_name = "fail|warn", env = "PLANRUN_ON_OVERLOAD")]
+    pub on_overload: Option<crate::plan::model::OnOverload>,
     /// Run only shard INDEX (0-based) of COUNT: global users INDEX, INDEX+COUNT, … (default
     /// in a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of PLANRUN_SHARDS). Merge the shards'
     /// folders with `planrun merge`.

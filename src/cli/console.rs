@@ -113,7 +113,13 @@ impl Observer for Console {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let _ = crate::report::console_summary_color(rep, &mut stdout, color);
         } else {
-            let verdict = if rep.passed { "PASSED" } else { "FAILED" };
+            let verdict = if rep.inconclusive {
+                "INCONCLUSIVE"
+            } else if rep.passed {
+                "PASSED"
+            } else {
+                "FAILED"
+            };
             let shard = rep
                 .shard
                 .as_ref()
@@ -121,6 +127,11 @@ impl Observer for Console {
             let _ = writeln!(stdout, "{verdict}: {}{shard}", rep.plan);
             if let Some(r) = &rep.stop_reason {
                 let _ = writeln!(stdout, "  {r}");
+            }
+            if rep.inconclusive {
+                for w in &rep.generator.warnings {
+                    let _ = writeln!(stdout, "  planrun was the bottleneck: {w}");
+                }
             }
             for t in rep.thresholds.iter().filter(|t| !t.passed) {
                 let _ = writeln!(

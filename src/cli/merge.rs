@@ -58,7 +58,13 @@ pub fn merge_shards(
     let written = report::merge::write(&merged.files, &outputs, &out);
     let mut stdout = std::io::stdout().lock();
     if quiet {
-        let verdict = if rep.passed { "PASSED" } else { "FAILED" };
+        let verdict = if rep.inconclusive {
+            "INCONCLUSIVE"
+        } else if rep.passed {
+            "PASSED"
+        } else {
+            "FAILED"
+        };
         let _ = writeln!(stdout, "{verdict}: {} (merged)", rep.plan);
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -68,7 +74,9 @@ pub fn merge_shards(
         Ok(_) => {
             let _ = writeln!(stdout, "report: {}", out.display());
             let _ = stdout.flush();
-            if rep.passed {
+            if rep.inconclusive {
+                exit::INCONCLUSIVE
+            } else if rep.passed {
                 exit::PASSED
             } else {
                 exit::THRESHOLD_FAILED

@@ -30,6 +30,10 @@ pub mod exit {
     /// A metric regressed against the baseline (`compare`, `--baseline`) beyond the tolerance
     /// and significantly.
     pub const REGRESSED: u8 = 4;
+    /// Inconclusive: planrun itself was the bottleneck (pacing lag or event-loop delay p99 over
+    /// `--generator-lag-limit`), so its measurements cannot be trusted; accept it with
+    /// `generator: {on_overload: warn}` or `--on-overload warn`.
+    pub const INCONCLUSIVE: u8 = 5;
     /// Stopped with Ctrl-C / SIGINT (the report is still written).
     pub const INTERRUPTED: u8 = 130;
     /// Stopped with SIGTERM (the report is still written).
@@ -42,6 +46,7 @@ pub mod exit {
             Outcome::Passed => PASSED,
             Outcome::Regressed => REGRESSED,
             Outcome::ThresholdFailed => THRESHOLD_FAILED,
+            Outcome::Inconclusive => INCONCLUSIVE,
             Outcome::CannotRun => CANNOT_RUN,
             Outcome::Stopped(s) => s.exit_code(),
         }
@@ -63,8 +68,11 @@ Examples:
 
 Exit codes: 0 all thresholds passed, 1 a threshold failed, 2 invalid plan or usage,
 3 the run could not proceed (e.g. every connection refused), 4 a metric regressed against
-the baseline, 130 stopped with Ctrl-C (SIGINT), 143 stopped with SIGTERM. A run stopped by an
-`abort_on_fail` threshold exits 1; one capped by --max-duration is judged by its thresholds.";
+the baseline, 5 inconclusive: planrun itself was the bottleneck (pacing lag or event-loop
+delay p99 over --generator-lag-limit; accept with --on-overload warn), 130 stopped with Ctrl-C
+(SIGINT), 143 stopped with SIGTERM. A run stopped by an `abort_on_fail` threshold exits 1; one
+capped by --max-duration is judged by its thresholds. Worst first when several apply: 130/143,
+3, 5, 1, 4, 0.";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -112,6 +112,9 @@ fn options(compiled: &plan::CompiledPlan, args: &RunArgs) -> Result<RunOptions, 
     o.metrics_addr = args.metrics_addr;
     o.metrics_linger = args.metrics_linger;
     o.lag_limit_ms = args.generator_lag_limit;
+    if let Some(v) = args.on_overload {
+        o.on_overload = v;
+    }
     o.handle_signals = true;
     o.raise_fd_limit = true;
     Ok(o)

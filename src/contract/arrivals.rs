@@ -39,4 +39,20 @@ pub struct ArrivalReport {
     pub start_lag_p50_ms: Option<f64>,
     pub start_lag_p99_ms: Option<f64>,
     pub start_lag_max_ms: Option<f64>,
+    /// Open model: the `max_users` cap (null for ramping stages).
+    pub max_users: Option<u32>,
+    /// Most callers active at once (the real concurrency; for the open model, at most
+    /// `max_users`).
+    pub peak_active: u64,
+    /// Seconds over which the starts were offered: the schedule's length, or until the run
+    /// was stopped.
+    pub offered_s: f64,
+    /// `scheduled` / `offered_s`: the offered load, arrivals per second.
+    pub offered_per_s: Option<f64>,
+    /// `started` / `offered_s`: the load actually started, callers per second.
+    pub started_per_s: Option<f64>,
+    /// `dropped_arrivals` / `scheduled` (per offered arrival).
+    pub dropped_rate: Option<f64>,
+    /// `late_starts` / `scheduled` (per offered start).
+    pub late_start_rate: Option<f64>,
 }

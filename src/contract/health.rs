@@ -30,6 +30,12 @@ pub struct GeneratorHealth {
     pub lag_limit_ms: Option<f64>,
     /// Why planrun itself was the bottleneck of this run (empty: it was not).
     pub warnings: Vec<String>,
+    /// planrun was the bottleneck: its pacing lag or event-loop delay p99 was above
+    /// `lag_limit_ms` (CPU use alone only warns).
+    pub overloaded: bool,
+    /// What an overload does to the verdict: `fail` (the run is inconclusive) or `warn`
+    /// (accepted by the plan's `generator.on_overload` or `--on-overload`).
+    pub on_overload: Option<String>,
 }
 
 /// Percentiles of a latency measured from the actual end of speech.

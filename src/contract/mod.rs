@@ -119,6 +119,10 @@ pub struct RunReport {
     pub description: Option<String>,
     pub plan_file: String,
     pub passed: bool,
+    /// planrun itself was the bottleneck (`generator.overloaded`) and neither the plan nor the
+    /// command line accepted it: the measurements cannot be trusted, so the run is neither
+    /// passed nor failed (`passed` is false; exit code 5).
+    pub inconclusive: bool,
     /// The run was stopped before it finished (Ctrl-C/SIGTERM, `--max-duration`, a threshold
     /// with `abort_on_fail`).
     pub aborted: bool,

@@ -17,6 +17,9 @@ pub struct ThresholdResult {
     pub window: Option<WindowReport>,
     /// The threshold may stop the run early (`abort_on_fail`).
     pub abort_on_fail: bool,
+    /// Not written in the plan: planrun judges every open-model run by `dropped_arrivals:
+    /// rate <= 0` unless the plan sets a `dropped_arrivals` threshold of its own.
+    pub implicit: bool,
 }
 
 /// How a windowed threshold's windows went.

@@ -142,12 +142,41 @@ fn save_heard(
     }
 }
 
-/// Seed of one user's RNG, from the plan seed and the user id (splitmix64).
-fn user_seed(seed: u64, user: u32) -> u64 {
-    let mut z = seed ^ (u64::from(user).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// splitmix64's finaliser: a well-mixed 64-bit value from any input.
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Seed of one user, from the plan seed and the user id (splitmix64).
+fn user_seed(seed: u64, user: u32) -> u64 {
+    mix(seed ^ (u64::from(user).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// One user's independent random streams. Each purpose draws from its own generator, seeded
+/// from (plan seed, user id, stream id), so what happens in one stream — a call that fails
+/// before its jittered steps, a jitter distribution with more draws — never shifts another:
+/// the same seed gives the same scenario sequence whatever the calls do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RngStream {
+    /// Which scenario each iteration runs.
+    Scenario = 1,
+    /// Everything a call draws while it runs: step jitter (`wait`, `after`), protocol ids,
+    /// multipart boundaries.
+    Steps = 2,
+    /// Think time between a user's iterations.
+    Think = 3,
+}
+
+/// The seed of one of a user's streams.
+pub(crate) fn stream_seed(seed: u64, user: u32, stream: RngStream) -> u64 {
+    mix(user_seed(seed, user) ^ (stream as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+/// One of a user's streams, ready to draw from.
+pub(crate) fn stream_rng(seed: u64, user: u32, stream: RngStream) -> StdRng {
+    StdRng::seed_from_u64(stream_seed(seed, user, stream))
 }
 
 /// Weighted scenario choice.
@@ -362,7 +391,10 @@ async fn user_loop(
     let mut rec = Recorder::default();
     let stripes = progress.histograms.stripes();
     rec.shared = Some((progress.histograms.clone(), user as usize % stripes));
-    let mut rng = StdRng::seed_from_u64(user_seed(plan.load.seed, user));
+    let seed = plan.load.seed;
+    let mut scenario_rng = stream_rng(seed, user, RngStream::Scenario);
+    let mut step_rng = stream_rng(seed, user, RngStream::Steps);
+    let mut think_rng = stream_rng(seed, user, RngStream::Think);
     tokio::select! {
         _ = sleep_until(start_at) => {}
         _ = call::wait_stop(&mut stop) => return rec,
@@ -378,7 +410,7 @@ async fn user_loop(
         {
             break;
         }
-        let idx = choose_scenario(&plan.scenarios, &mut rng);
+        let idx = choose_scenario(&plan.scenarios, &mut scenario_rng);
         let scenario = &plan.scenarios[idx];
         let begin = Instant::now();
         let mut ctx = call::Ctx {
@@ -391,7 +423,7 @@ async fn user_loop(
             run_start,
             keep_audio: plan.audio_dir.is_some(),
             rec: &mut rec,
-            rng: &mut rng,
+            rng: &mut step_rng,
             stop: stop.clone(),
             detail: plan.timeline_detail(),
         };
@@ -478,7 +510,7 @@ async fn user_loop(
         let last = plan.load.iterations.is_some_and(|n| iteration >= n)
             || deadline.is_some_and(|d| Instant::now() >= d);
         if let Some(think) = plan.load.think_time.as_ref().filter(|_| !last) {
-            let until = Instant::now() + think.sample(&mut rng);
+            let until = Instant::now() + think.sample(&mut think_rng);
             tokio::select! {
                 _ = sleep_until(until) => {}
                 _ = call::wait_stop(&mut stop) => break,
@@ -521,5 +553,24 @@ mod tests {
             .collect();
         assert_eq!(picks, replay);
         assert_ne!(user_seed(42, 0), user_seed(42, 1));
+    }
+
+    #[test]
+    fn streams_are_distinct_per_purpose_and_user() {
+        let all = [RngStream::Scenario, RngStream::Steps, RngStream::Think];
+        let mut seeds = std::collections::HashSet::new();
+        for user in 0..50 {
+            for s in all {
+                assert!(seeds.insert(stream_seed(7, user, s)), "{user} {s:?}");
+            }
+        }
+        assert_eq!(
+            stream_seed(7, 3, RngStream::Steps),
+            stream_seed(7, 3, RngStream::Steps)
+        );
+        assert_ne!(
+            stream_seed(7, 3, RngStream::Steps),
+            stream_seed(8, 3, RngStream::Steps)
+        );
     }
 }

@@ -71,7 +71,10 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
     one_call.load.duration = None;
     let one_call = Arc::new(one_call);
     let cap = Arc::new(Semaphore::new(spec.max_users as usize));
-    let mut stats = ArrivalStats::default();
+    let mut stats = ArrivalStats {
+        max_users: Some(spec.max_users),
+        ..ArrivalStats::default()
+    };
     let mut total = Recorder::default();
     let mut tasks = UserTasks::new(Some(1), sh.run_start);
     let mut stop = sh.stop.clone();
@@ -95,6 +98,8 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
             continue;
         };
         let user = u32::try_from(n).unwrap_or(u32::MAX);
+        let active = (spec.max_users as usize).saturating_sub(cap.available_permits());
+        stats.peak_active = stats.peak_active.max(active as u64);
         let fut = caller(
             user,
             one_call.clone(),
@@ -113,6 +118,12 @@ pub(super) async fn run_arrivals(spec: &ArrivalSpec, sh: Shared) -> Recorder {
             rec
         });
     }
+    // Arrivals were offered over the whole schedule, or until the run was stopped.
+    stats.offered_for = if *stop.borrow() {
+        sh.run_start.elapsed().min(spec.duration())
+    } else {
+        spec.duration()
+    };
     drop(sh.sink);
     while let Some(rec) = tasks.join_next().await {
         total.merge(rec);
@@ -169,12 +180,19 @@ pub(super) async fn run_stages(stages: &[Segment], sh: Shared) -> Recorder {
             active.push(tx);
             next_user = next_user.saturating_add(1);
         }
+        stats.peak_active = stats.peak_active.max(active.len() as u64);
         while (active.len() as u64) > u64::from(target) {
             if let Some(tx) = active.pop() {
                 let _ = tx.send(true);
             }
         }
     }
+    let offered_until = if *stop.borrow() {
+        deadline.min(Instant::now())
+    } else {
+        deadline
+    };
+    stats.offered_for = offered_until.saturating_duration_since(sh.run_start);
     drop(sh.sink);
     // Users still wanted at the end stop by the deadline (no new call after it).
     let keep = active;

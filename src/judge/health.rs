@@ -12,8 +12,10 @@ pub const CPU_LIMIT_PCT_OF_CORES: f64 = 90.0;
 
 impl GeneratorHealth {
     /// Judge whether planrun itself was the bottleneck: pacing lag p99 or event-loop delay p99
-    /// above `lag_limit_ms`, or CPU at [`CPU_LIMIT_PCT_OF_CORES`] of `cores` or more. Sets
-    /// `lag_limit_ms` and `warnings` (one sentence per figure over its limit).
+    /// above `lag_limit_ms` (then `overloaded`: the latencies were measured by a generator that
+    /// could not keep time), or CPU at [`CPU_LIMIT_PCT_OF_CORES`] of `cores` or more (a warning
+    /// only: busy is not late, and the built-in agent's CPU counts in it). Sets
+    /// `lag_limit_ms`, `overloaded` and `warnings` (one sentence per figure over its limit).
     pub fn judge(&mut self, lag_limit_ms: f64, cores: usize, agent_in_process: bool) {
         self.lag_limit_ms = Some(lag_limit_ms);
         let mut w = Vec::new();
@@ -30,6 +32,7 @@ impl GeneratorHealth {
                  planrun's runtime was overloaded, so the latencies cannot be trusted"
             ));
         }
+        self.overloaded = !w.is_empty();
         let cpu_limit = CPU_LIMIT_PCT_OF_CORES * cores.max(1) as f64;
         if let Some(cpu) = self.cpu_max_pct.filter(|c| *c >= cpu_limit) {
             let agent = if agent_in_process {
@@ -61,9 +64,11 @@ mod tests {
         };
         g.judge(10.0, 2, false);
         assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+        assert!(!g.overloaded);
         g.send_lag_p99_ms = Some(12.5);
         g.judge(10.0, 2, false);
         assert_eq!(g.warnings.len(), 1);
+        assert!(g.overloaded);
         assert!(g.warnings[0].contains("pacing lag p99 12.50 ms"));
         assert!(g.warnings[0].contains("limit of 10 ms"));
         g.judge(1.0, 2, true);
@@ -73,6 +78,12 @@ mod tests {
         assert_eq!(g.warnings.len(), 3, "{:?}", g.warnings);
         assert!(g.warnings[2].contains("CPU use peaked at 150%"));
         assert!(g.warnings[2].contains("built-in agent"));
+        // CPU alone warns but does not make the generator overloaded.
+        g.send_lag_p99_ms = Some(0.5);
+        g.event_loop_delay_p99_ms = Some(0.5);
+        g.judge(1.0, 1, true);
+        assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+        assert!(!g.overloaded);
         assert_eq!(g.lag_limit_ms, Some(1.0));
     }
 }

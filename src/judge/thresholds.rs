@@ -216,6 +216,8 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 v
             } else if t.expr.window.is_some() {
                 None // the timeline lacks the timestamps (a timeline written without them)
+            } else if let Some(v) = super::run_metrics::observed(summary, &t.metric, stat) {
+                v
             } else if t.metric == SUCCESS_RATE {
                 summary.iterations().success_rate()
             } else if t.metric == CHECKS {
@@ -253,6 +255,7 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 observed_text,
                 window,
                 abort_on_fail: t.expr.abort_on_fail,
+                implicit: false,
             }
         })
         .collect()

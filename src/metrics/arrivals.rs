@@ -49,6 +49,12 @@ pub struct ArrivalStats {
     pub late_starts: u64,
     /// Actual start − scheduled start of every started caller, µs.
     pub start_lag: Option<Histogram<u64>>,
+    /// Open model: the `max_users` cap.
+    pub max_users: Option<u32>,
+    /// Most callers active at once.
+    pub peak_active: u64,
+    /// How long starts were offered for (the schedule, or until the run was stopped).
+    pub offered_for: std::time::Duration,
 }
 
 impl ArrivalStats {
@@ -70,6 +76,9 @@ impl ArrivalStats {
         self.started += o.started;
         self.dropped.extend(o.dropped);
         self.late_starts += o.late_starts;
+        self.max_users = self.max_users.or(o.max_users);
+        self.peak_active = self.peak_active.max(o.peak_active);
+        self.offered_for = self.offered_for.max(o.offered_for);
         if let Some(h) = o.start_lag {
             match &mut self.start_lag {
                 Some(mine) => {

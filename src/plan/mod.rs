@@ -49,6 +49,28 @@ pub const FRAME_JITTER: &str = "frame_jitter";
 /// Audio-quality metrics recorded from every reply stream.
 pub const QUALITY_METRICS: &[&str] = &["glitch", "frame_jitter", "reverse_barge_in"];
 
+/// Open model: arrivals that came due but did not start (`max_users` callers were active).
+/// `count`, or `rate` = dropped / offered arrivals (every arrival whose instant came).
+pub const DROPPED_ARRIVALS: &str = "dropped_arrivals";
+
+/// Open model and ramping stages: callers that started more than the late tolerance (50 ms)
+/// after their scheduled instant. `count`, or `rate` = late starts / offered starts.
+pub const LATE_STARTS: &str = "late_starts";
+
+/// The generator's pacing lag: how late each audio frame left against its real-time schedule.
+pub const GENERATOR_SEND_LAG: &str = "generator_send_lag";
+
+/// The generator's event-loop delay: how late a 10 ms timer of planrun's runtime woke up.
+pub const GENERATOR_EVENT_LOOP_DELAY: &str = "generator_event_loop_delay";
+
+/// Figures of the run itself (the scheduler's and the generator's) that thresholds can judge.
+pub const RUN_METRICS: &[&str] = &[
+    DROPPED_ARRIVALS,
+    LATE_STARTS,
+    GENERATOR_SEND_LAG,
+    GENERATOR_EVENT_LOOP_DELAY,
+];
+
 /// `http_chunks`: request sent → response read and parsed, per chunk.
 pub const HTTP_CHUNK_LATENCY: &str = "chunk_latency";
 

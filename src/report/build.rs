@@ -109,6 +109,7 @@ impl RunReport {
             description: info.description.clone(),
             plan_file: info.plan_file.clone(),
             passed,
+            inconclusive: false,
             aborted: s.aborted,
             stopped_by: None,
             stop_reason: None,
@@ -116,7 +117,13 @@ impl RunReport {
             target: info.target.clone(),
             started_at: info.started_at.clone(),
             elapsed_s: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-            users: info.users,
+            // The open model's real concurrency, not its `max_users` cap.
+            users: match s.recorder.arrivals.as_ref() {
+                Some(a) if a.max_users.is_some() => {
+                    u32::try_from(a.peak_active).unwrap_or(u32::MAX)
+                }
+                _ => info.users,
+            },
             seed: info.seed,
             success_rate: iterations.success_rate(),
             iterations,

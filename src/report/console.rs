@@ -36,10 +36,14 @@ pub fn console_summary_color(
         ),
         _ => String::new(),
     };
+    let load = match report.arrivals.as_ref().filter(|a| a.max_users.is_some()) {
+        Some(a) => arrivals::open_load(a),
+        None => format!("{} users", report.users),
+    };
     writeln!(
         w,
-        "planrun {} — {} users{part} against {} in {:.1}s",
-        report.plan, report.users, report.target, report.elapsed_s
+        "planrun {} — {load}{part} against {} in {:.1}s",
+        report.plan, report.target, report.elapsed_s
     )?;
     let rate = report
         .success_rate
@@ -132,7 +136,7 @@ pub fn console_summary_color(
         for t in &report.thresholds {
             writeln!(
                 w,
-                "  {} {} {}  (observed {})",
+                "  {} {} {}  (observed {}){}",
                 if t.passed {
                     paint("PASS", "32")
                 } else {
@@ -140,7 +144,12 @@ pub fn console_summary_color(
                 },
                 t.metric,
                 t.expression,
-                t.observed_text
+                t.observed_text,
+                if t.implicit {
+                    "  [implicit: every open-model run; set your own dropped_arrivals threshold to change it]"
+                } else {
+                    ""
+                }
             )?;
         }
     }
@@ -168,6 +177,19 @@ pub fn console_summary_color(
             "CAPPED: {}; judged on what was measured",
             report.stop_reason.as_deref().unwrap_or("--max-duration")
         )?;
+    }
+    if report.inconclusive && (capped || !report.aborted) {
+        writeln!(
+            w,
+            "{}: planrun itself was the bottleneck, so these measurements cannot be trusted ({}); \
+             thresholds: {} of {} met. Give planrun more CPU or less load, or accept it with \
+             `generator: {{on_overload: warn}}` / --on-overload warn",
+            paint("INCONCLUSIVE", "1;33"),
+            report.generator.warnings.first().map_or("", String::as_str),
+            report.thresholds.len() - failed.len(),
+            report.thresholds.len(),
+        )?;
+        return Ok(());
     }
     if report.aborted && !capped {
         match &report.stop_reason {
@@ -221,6 +243,12 @@ pub fn console_health(
             w,
             "  {name} from the actual end of speech: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1} ms",
             m.p50_ms, m.p95_ms, m.p99_ms, m.max_ms
+        )?;
+    }
+    if g.overloaded && g.on_overload.as_deref() == Some("warn") {
+        writeln!(
+            w,
+            "generator overload accepted (on_overload: warn): the verdict below is the thresholds'"
         )?;
     }
     for warning in &g.warnings {

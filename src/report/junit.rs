@@ -52,9 +52,17 @@ pub fn render(view: &ReportView) -> Result<String, ReportError> {
             ));
             s
         };
-        let mut case = TestCase::new(format!("{} {}", t.metric, t.expression), status);
+        let implicit = if t.implicit {
+            " (implicit: every open-model run)"
+        } else {
+            ""
+        };
+        let mut case = TestCase::new(format!("{} {}{implicit}", t.metric, t.expression), status);
         case.set_classname(format!("planrun.{}.thresholds", view.plan));
         case.set_system_out(format!("observed {}", t.observed_text));
+        suite.add_test_case(case);
+    }
+    if let Some(case) = generator_case(view) {
         suite.add_test_case(case);
     }
     report.add_test_suite(suite);
@@ -105,6 +113,39 @@ pub fn render(view: &ReportView) -> Result<String, ReportError> {
     report
         .to_string()
         .map_err(|e| ReportError::Junit(e.to_string()))
+}
+
+/// The generator-health case: an error when the run is inconclusive (planrun was the
+/// bottleneck), a success otherwise (noting an accepted overload). None when not judged.
+fn generator_case(view: &ReportView) -> Option<TestCase> {
+    let g = &view.generator;
+    let limit = g.lag_limit_ms?;
+    let name = format!("planrun generator pacing lag and event-loop delay p99 <= {limit} ms");
+    let status = if view.inconclusive {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+        s.set_type("inconclusive");
+        s.set_message(format!(
+            "inconclusive: planrun itself was the bottleneck: {}",
+            g.warnings.join("; ")
+        ));
+        s
+    } else {
+        TestCaseStatus::success()
+    };
+    let mut case = TestCase::new(name, status);
+    case.set_classname(format!("planrun.{}.generator", view.plan));
+    let out = if g.overloaded && !view.inconclusive {
+        format!(
+            "overload accepted (on_overload: warn): {}",
+            g.warnings.join("; ")
+        )
+    } else if g.overloaded {
+        g.warnings.join("; ")
+    } else {
+        "planrun kept time".to_string()
+    };
+    case.set_system_out(out);
+    Some(case)
 }
 
 #[cfg(test)]

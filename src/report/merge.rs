@@ -362,6 +362,26 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
         }
         rep.stop_reason = Some(why.join("; "));
     }
+    // A shard measured by an overloaded generator makes the merged run inconclusive too (each
+    // shard was judged against its own limit and `on_overload`).
+    rep.generator.overloaded = runs.iter().any(|r| r.files.view.generator.overloaded);
+    rep.generator.on_overload = first.files.view.generator.on_overload.clone();
+    rep.generator.warnings = runs
+        .iter()
+        .flat_map(|r| {
+            let shard = r.shard.shard();
+            r.files
+                .view
+                .generator
+                .warnings
+                .iter()
+                .map(move |w| format!("shard {shard}: {w}"))
+        })
+        .collect();
+    if runs.iter().any(|r| r.files.view.inconclusive) {
+        rep.inconclusive = true;
+        rep.passed = false;
+    }
     rep.merged = Some(MergeInfo {
         shard_count: count,
         shards: present.into_iter().collect(),

@@ -41,6 +41,8 @@ pub fn markdown(plan: &str, runs: &[(u32, ReportView)]) -> String {
             "| {n} | {} | {} | {} | [report_{n}_users.html](report_{n}_users.html) |",
             if r.aborted {
                 "STOPPED"
+            } else if r.inconclusive {
+                "⚠️ INCONCLUSIVE"
             } else if r.passed {
                 "✅ PASSED"
             } else {
@@ -90,6 +92,8 @@ th{{font-size:12px;text-transform:uppercase;color:#616e7c;background:#fafbfc}} .
             if r.passed { "ok" } else { "bad" },
             if r.aborted {
                 "STOPPED"
+            } else if r.inconclusive {
+                "INCONCLUSIVE"
             } else if r.passed {
                 "PASSED"
             } else {

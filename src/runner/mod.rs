@@ -59,6 +59,10 @@ pub enum Outcome {
     /// The run could not proceed: every connection failed, the engine could not start, or the
     /// reports could not be written.
     CannotRun,
+    /// planrun itself was the bottleneck (pacing lag or event-loop delay p99 over the limit)
+    /// and the plan or command line did not accept it (`on_overload: warn`): the measurements
+    /// cannot be trusted, so the run neither passed nor failed.
+    Inconclusive,
     /// A threshold failed (or an `abort_on_fail` threshold stopped the run).
     ThresholdFailed,
     /// A metric regressed against the baseline.
@@ -73,13 +77,18 @@ impl Outcome {
             Outcome::Passed => 0,
             Outcome::Regressed => 1,
             Outcome::ThresholdFailed => 2,
+            Outcome::Inconclusive => 3,
             Outcome::CannotRun => 4,
             Outcome::Stopped(_) => 5,
         }
     }
 
-    /// The worse of two outcomes (for sweeps): stopped > cannot run > threshold failed >
-    /// regressed > passed.
+    /// The worse of two outcomes (for sweeps): stopped > cannot run > inconclusive > threshold
+    /// failed > regressed > passed. Inconclusive ranks above a failed threshold: a verdict
+    /// (pass, fail or regression) means something only when the measurement itself can be
+    /// trusted, and a run measured by an overloaded generator cannot — its failures may be
+    /// planrun's own lateness. It ranks below "cannot run" (nothing was measured at all) and a
+    /// signal (the run was not allowed to finish).
     pub fn worst(self, other: Outcome) -> Outcome {
         if other.rank() > self.rank() {
             other
@@ -129,6 +138,9 @@ pub struct RunOptions {
     pub metrics_linger: Option<Duration>,
     /// The generator's pacing-lag / event-loop-delay p99 limit, ms.
     pub lag_limit_ms: f64,
+    /// What a run over that limit is: inconclusive (`fail`, the default) or accepted with a
+    /// warning (`warn`). Starts as the plan's `generator.on_overload`.
+    pub on_overload: crate::plan::model::OnOverload,
     /// Stop gracefully on SIGINT/SIGTERM (a second signal exits the process at once).
     pub handle_signals: bool,
     /// Raise the open-file limit to its hard maximum first.
@@ -156,6 +168,7 @@ impl RunOptions {
             metrics_addr: None,
             metrics_linger: None,
             lag_limit_ms: crate::judge::health::DEFAULT_LAG_LIMIT_MS,
+            on_overload: plan.generator.on_overload,
             handle_signals: false,
             raise_fd_limit: false,
         }

@@ -14,7 +14,7 @@ use crate::judge::thresholds;
 use crate::metrics::live::LiveMetrics;
 use crate::metrics::progress::Progress;
 use crate::plan::compile::{CompiledPlan, TargetUrl};
-use crate::plan::model::ReportFormat;
+use crate::plan::model::{OnOverload, ReportFormat};
 use crate::report::{self, RunFiles};
 use crate::resources::Sampler;
 
@@ -55,10 +55,18 @@ pub(super) async fn run_once(
         done_rx,
         observer.clone(),
     ));
+    let load = match &plan.load.arrivals {
+        Some(a) => format!(
+            "an open model of {} arrivals over {} (max_users {})",
+            a.count(),
+            crate::distribution::format_duration(a.duration()),
+            a.max_users
+        ),
+        None => format!("{} user(s)", plan.load.users),
+    };
     observer.notice(&Notice::Info(format!(
-        "running `{}` with {} user(s) against {}",
+        "running `{}` with {load} against {}",
         plan.name,
-        plan.load.users,
         crate::redact::redact(&plan.target.url.to_string())
     )));
     let builtin = plan.target.url == TargetUrl::Builtin;
@@ -144,7 +152,7 @@ pub(super) async fn run_once(
             return (Outcome::CannotRun, None);
         }
     };
-    let results = thresholds::evaluate(&outcome.summary, &plan.thresholds);
+    let results = crate::judge::run_metrics::judge_plan(&outcome.summary, plan);
     let mut rep =
         report::RunReport::build(plan, &outcome, results).with_resources(resources.as_ref());
     rep.generator.judge(
@@ -161,6 +169,13 @@ pub(super) async fn run_once(
         if matches!(c, StopCause::MaxDuration(_)) {
             rep.passed = thresholds::all_passed(&rep.thresholds);
         }
+    }
+    // Measured by a generator that could not keep time: neither passed nor failed, unless
+    // the plan or the command line accepts it.
+    rep.generator.on_overload = Some(opts.on_overload.name().to_string());
+    if rep.generator.overloaded && opts.on_overload == OnOverload::Fail {
+        rep.inconclusive = true;
+        rep.passed = false;
     }
     let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
     let files = RunFiles::new(&rep, run_data).map_err(|e| e.to_string());
@@ -199,6 +214,13 @@ pub(super) async fn run_once(
         Outcome::Regressed
     } else {
         Outcome::Passed
+    };
+    // Inconclusive outranks a failed threshold or a regression (see `Outcome::worst`); a
+    // signal or a run that could not proceed stays what it was.
+    let code = if rep.inconclusive {
+        code.worst(Outcome::Inconclusive)
+    } else {
+        code
     };
     let finished = FinishedRun {
         users: plan.load.users,

@@ -24,9 +24,17 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// Run the CLI in-process with these arguments (after `planrun`); returns the exit code.
+/// A plan run accepts an overloaded generator (`--on-overload warn`, see [`run_plan`]) unless
+/// the arguments say otherwise.
 pub async fn run_cli(args: &[&str]) -> u8 {
     let mut argv = vec!["planrun"];
     argv.extend_from_slice(args);
+    let runs_a_plan = args.first().is_some_and(|a| {
+        *a == "run" || a.ends_with(".yaml") || a.ends_with(".yml") || a.ends_with(".toml")
+    });
+    if runs_a_plan && !args.contains(&"--on-overload") {
+        argv.extend_from_slice(&["--on-overload", "warn"]);
+    }
     dispatch(Cli::parse_from(argv)).await
 }
 
@@ -56,6 +64,12 @@ pub async fn run_plan(
             }
         };
     let mut options = planrun::runner::RunOptions::new(&compiled, out);
+    // The suite's functional runs judge what they test, not planrun's own timing on a shared
+    // CI machine: an overloaded generator warns instead of making them inconclusive. Tests of
+    // the inconclusive verdict set `on_overload` themselves (tests/verdict.rs,
+    // tests/generator_health.rs); the plans in plans/ keep the default and are judged honestly
+    // when run by hand.
+    options.on_overload = planrun::plan::model::OnOverload::Warn;
     edit(&mut options);
     match planrun::runner::run(
         compiled,

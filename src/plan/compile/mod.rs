@@ -36,6 +36,8 @@ pub struct CompiledPlan {
     pub scenarios: Vec<ScenarioSpec>,
     pub thresholds: Vec<ThresholdSpec>,
     pub report: ReportSpec,
+    /// The load generator's own limits (`generator:`).
+    pub generator: super::model::GeneratorSpec,
     /// Every metric the plan records, in plan order.
     pub metrics: Vec<String>,
     /// Where received audio is saved (set by the caller when `report.record_audio` asks).
@@ -292,6 +294,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             })
             .collect(),
         report: plan.report.clone(),
+        generator: plan.generator.clone(),
         metrics: recorded_metrics(plan),
         audio_dir: None,
     })

@@ -4,6 +4,7 @@
 //! deserialization, so a bad value is reported by the format's own parser at its exact
 //! line and column.
 
+mod generator;
 mod load;
 mod playout;
 mod reply_pacing;
@@ -11,6 +12,7 @@ mod scalars;
 mod scenario;
 mod target;
 
+pub use generator::*;
 pub use load::*;
 pub use playout::*;
 pub use reply_pacing::ReplyPacing;
@@ -51,6 +53,9 @@ pub struct Plan {
     /// Report outputs.
     #[serde(default)]
     pub report: ReportSpec,
+    /// The load generator's own limits (`on_overload`).
+    #[serde(default)]
+    pub generator: GeneratorSpec,
 }
 
 /// Report settings.

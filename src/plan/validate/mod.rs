@@ -3,6 +3,7 @@
 
 mod audio;
 mod http;
+mod run_metrics;
 mod step;
 mod thresholds;
 

@@ -25,6 +25,9 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
         });
     }
     for (name, exprs) in &plan.thresholds {
+        if super::run_metrics::check(lp, name, exprs, errs) {
+            continue;
+        }
         let path = plan_path!["thresholds", name.as_str()];
         if http_chunks && QUALITY_METRICS.contains(&name.as_str()) {
             errs.push(lp.diag(
