@@ -206,6 +206,30 @@ impl Call<'_, '_> {
         Ok(())
     }
 
+    /// One chunk's HTTP request (the plan's method, path, headers and this chunk's body).
+    fn chunk_request(
+        &self,
+        ep: &Endpoint,
+        n: u64,
+        content_type: &str,
+        body: Bytes,
+        step: &StepSpec,
+    ) -> Result<Request<Full<Bytes>>, Failure> {
+        let mut request = Request::builder()
+            .method(self.http.method.as_str())
+            .uri(ep.path.as_str())
+            .header(HOST, ep.authority.as_str())
+            .header(CONTENT_TYPE, content_type)
+            .header("x-planrun-chunk", n);
+        // The plan's `headers` (e.g. an API key from `{{ env.NAME }}`).
+        for (k, v) in &self.ctx.conn.headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        request
+            .body(Full::new(body))
+            .map_err(|e| fail(FailureClass::SendError, step, format!("chunk {n}: {e}")))
+    }
+
     /// Send one chunk and read its answer. `chunk_latency` runs from `due` (when the chunk was
     /// scheduled to leave; None: when it is handed to the connection), as wrk2 does, so a chunk
     /// held back by a slow answer to the one before it reports that wait too.
@@ -219,68 +243,71 @@ impl Call<'_, '_> {
     ) -> Result<(), Failure> {
         // First chunk, or the server closed the kept-alive connection since the last answer
         // (`Connection: close`, or just closing it): open a new one.
+        let mut fresh = false;
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect(ep, Some(step)).await?;
+            fresh = true;
         }
         self.sent += 1;
         let n = self.sent;
         let (content_type, body) = chunk_body(self.http, samples, rate, &self.boundary);
-        let mut request = Request::builder()
-            .method(self.http.method.as_str())
-            .uri(ep.path.as_str())
-            .header(HOST, ep.authority.as_str())
-            .header(CONTENT_TYPE, content_type)
-            .header("x-planrun-chunk", n);
-        // The plan's `headers` (e.g. an API key from `{{ env.NAME }}`).
-        for (k, v) in &self.ctx.conn.headers {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| fail(FailureClass::SendError, step, format!("chunk {n}: {e}")))?;
-        let Some(sender) = self.sender.as_mut() else {
-            return Err(fail(FailureClass::ConnectError, step, "no connection"));
-        };
+        let body = Bytes::from(body);
         let timeout = self.http.response_timeout;
         let sent = Instant::now();
-        let exchange = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| (classify(&e), e.to_string()))?;
-            let resp = sender
-                .send_request(request)
-                .await
-                .map_err(|e| (classify(&e), e.to_string()))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|e| {
-                    let class = match e.downcast_ref::<hyper::Error>() {
-                        Some(h) => classify(h),
-                        None => FailureClass::ProtocolError,
-                    };
-                    (class, format!("reading the response: {e}"))
-                })?
-                .to_bytes();
-            Ok::<_, (FailureClass, String)>((status, body))
-        };
-        let mut stop = self.ctx.stop.clone();
-        let (status, body) = tokio::select! {
-            r = tokio::time::timeout(timeout, exchange) => match r {
-                Ok(Ok(x)) => x,
-                Ok(Err((class, e))) => {
-                    self.sender = None;
-                    return Err(fail(class, step, format!("chunk {n}: {e}")));
-                }
-                Err(_) => return Err(fail(
-                    FailureClass::Timeout,
-                    step,
-                    format!("chunk {n}: no complete response within {}", format_duration(timeout)),
-                )),
-            },
-            _ = wait_stop(&mut stop) => return Err(fail(FailureClass::Aborted, step, "the run was stopped")),
+        let (status, body) = loop {
+            let request = self.chunk_request(ep, n, &content_type, body.clone(), step)?;
+            let Some(sender) = self.sender.as_mut() else {
+                return Err(fail(FailureClass::ConnectError, step, "no connection"));
+            };
+            // `true`: the request failed before any response arrived.
+            let exchange = async {
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| (true, classify(&e), e.to_string()))?;
+                let resp = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| (true, classify(&e), e.to_string()))?;
+                let status = resp.status();
+                let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        let class = match e.downcast_ref::<hyper::Error>() {
+                            Some(h) => classify(h),
+                            None => FailureClass::ProtocolError,
+                        };
+                        (false, class, format!("reading the response: {e}"))
+                    })?
+                    .to_bytes();
+                Ok::<_, (bool, FailureClass, String)>((status, body))
+            };
+            let mut stop = self.ctx.stop.clone();
+            tokio::select! {
+                r = tokio::time::timeout(timeout, exchange) => match r {
+                    Ok(Ok(x)) => break x,
+                    // A kept-alive connection the server closed right after its last answer
+                    // can look open until its FIN is read: a request that fails on such a
+                    // reused connection before any response is sent once more on a new one,
+                    // as HTTP clients do.
+                    Ok(Err((true, _, _))) if !fresh => {
+                        self.sender = None;
+                        self.connect(ep, Some(step)).await?;
+                        fresh = true;
+                    }
+                    Ok(Err((_, class, e))) => {
+                        self.sender = None;
+                        return Err(fail(class, step, format!("chunk {n}: {e}")));
+                    }
+                    Err(_) => return Err(fail(
+                        FailureClass::Timeout,
+                        step,
+                        format!("chunk {n}: no complete response within {}", format_duration(timeout)),
+                    )),
+                },
+                _ = wait_stop(&mut stop) => return Err(fail(FailureClass::Aborted, step, "the run was stopped")),
+            }
         };
         if status.as_u16() >= 400 {
             return Err(fail(
