@@ -16,7 +16,7 @@ pub struct Progress {
     pub iterations_failed: AtomicU64,
     /// The main latency (the plan's first recorded metric) over the last [`ROLLING_WINDOW`]:
     /// its name and (arrival, milliseconds) samples. Updated once per iteration, not per event.
-    recent: std::sync::Mutex<(String, std::collections::VecDeque<(Instant, f64)>)>,
+    recent: std::sync::Mutex<Option<(String, crate::stats::RollingWindow)>>,
     /// When the load began (set once by the engine, after the built-in agent is up): what
     /// `elapsed_s` and time-based threshold delays count from.
     pub started: std::sync::OnceLock<Instant>,
@@ -38,32 +38,51 @@ impl Progress {
 
     pub fn set_main_metric(&self, name: &str) {
         if let Ok(mut r) = self.recent.lock() {
-            r.0 = name.to_string();
+            *r = Some((
+                name.to_string(),
+                crate::stats::RollingWindow::new(ROLLING_WINDOW),
+            ));
         }
     }
 
     pub fn push(&self, samples: &[super::Sample]) {
-        let now = Instant::now();
-        if let Ok(mut r) = self.recent.lock() {
-            let (name, q) = &mut *r;
+        let now = Instant::now().into_std();
+        if let Ok(mut r) = self.recent.lock()
+            && let Some((name, window)) = r.as_mut()
+        {
             for s in samples.iter().filter(|s| &s.metric == name) {
-                q.push_back((now, s.value_ms));
+                window.push(now, s.value_ms);
             }
-            while q.front().is_some_and(|(t, _)| now - *t > ROLLING_WINDOW) {
-                q.pop_front();
-            }
+            window.expire(now);
         }
     }
 
     /// The main latency's name and its p95 over the last [`ROLLING_WINDOW`].
     pub fn rolling_p95(&self) -> Option<(String, f64)> {
         let r = self.recent.lock().ok()?;
-        let now = Instant::now();
-        let mut v: Vec<f64> =
-            r.1.iter()
-                .filter(|(t, _)| now - *t <= ROLLING_WINDOW)
-                .map(|(_, ms)| *ms)
-                .collect();
-        crate::stats::quantile(&mut v, 0.95).map(|p95| (r.0.clone(), p95))
+        let (name, window) = r.as_ref()?;
+        let p95 = window.quantile(Instant::now().into_std(), 0.95)?;
+        Some((name.clone(), p95))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolling_p95_follows_the_main_metric_only() {
+        let p = Progress::default();
+        assert_eq!(p.rolling_p95(), None);
+        p.set_main_metric("ttfa");
+        let sample = |metric: &str, value_ms: f64| super::super::Sample {
+            metric: metric.into(),
+            at_us: 0,
+            value_ms,
+        };
+        let mut batch: Vec<_> = (1..=100).map(|v| sample("ttfa", f64::from(v))).collect();
+        batch.push(sample("barge_in", 10_000.0));
+        p.push(&batch);
+        assert_eq!(p.rolling_p95(), Some(("ttfa".to_string(), 95.0)));
     }
 }
