@@ -63,8 +63,9 @@ pub struct StepResult {
     pub err_p50_ms: f64,
     pub err_p99_ms: f64,
     pub agent_cpu_pct: f64,
-    /// RSS (MiB) once a second from the start of the step: (seconds, MiB).
-    pub rss_series: Vec<(f64, f64)>,
+    /// RSS and allocated heap (MiB) once a second from the start of the step: (seconds,
+    /// RSS MiB, heap in use MiB).
+    pub rss_series: Vec<(f64, f64, f64)>,
 }
 
 impl StepResult {
@@ -82,12 +83,26 @@ impl StepResult {
     /// the 10 s of samples ending at it, so one allocator burst does not decide); None when
     /// the step was shorter.
     pub fn rss_slope_kb_per_min(&self, from_s: f64) -> Option<(f64, f64, f64)> {
+        self.slope(from_s, |p| p.1)
+    }
+
+    /// The same for the heap in use (glibc `mallinfo2`: bytes allocated and not freed), which
+    /// tells growth of what planrun holds from allocator fragmentation.
+    pub fn heap_slope_kb_per_min(&self, from_s: f64) -> Option<(f64, f64, f64)> {
+        self.slope(from_s, |p| p.2)
+    }
+
+    fn slope(
+        &self,
+        from_s: f64,
+        pick: impl Fn(&(f64, f64, f64)) -> f64,
+    ) -> Option<(f64, f64, f64)> {
         let at = |t: f64| {
             let mut v: Vec<f64> = self
                 .rss_series
                 .iter()
-                .filter(|(s, _)| *s <= t && *s > t - 10.0)
-                .map(|p| p.1)
+                .filter(|p| p.0 <= t && p.0 > t - 10.0)
+                .map(&pick)
                 .collect();
             crate::stats::quantile(&mut v, 0.5)
         };
@@ -122,6 +137,18 @@ fn rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Heap bytes allocated and not yet freed (glibc), MiB; NaN elsewhere.
+fn heap_mb() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        (m.uordblks + m.hblkhd) as f64 / (1024.0 * 1024.0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    f64::NAN
 }
 
 /// CPU ticks (utime + stime) of another process.
@@ -295,7 +322,7 @@ async fn run_step(
                 }
                 let t = t_start.elapsed().as_secs_f64();
                 if t >= next {
-                    series.push((t, now));
+                    series.push((t, now, heap_mb()));
                     next += 1.0;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -465,6 +492,11 @@ pub async fn run(cfg: &BenchConfig) -> Result<Vec<StepResult>, BenchError> {
                 format_duration(soak + cfg.ramp)
             ),
             None => println!("soak: too short for a slope (needs at least 90 s)"),
+        }
+        if let Some((a, b, slope)) = r.heap_slope_kb_per_min(60.0) {
+            println!(
+                "soak: heap in use {a:.1} MiB at minute 1, {b:.1} MiB at the end: {slope:+.1} KB/min"
+            );
         }
         return Ok(vec![r]);
     }
