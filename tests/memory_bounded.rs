@@ -53,8 +53,8 @@ fn record(i: u64) -> IterationRecord {
         scenario: format!("scenario_{}", i % 3),
         start_us: at_us,
         end_us: at_us + 900,
-        failure: (i % 3 == 0).then(|| Failure {
-            class: if i % 2 == 0 {
+        failure: i.is_multiple_of(3).then(|| Failure {
+            class: if i.is_multiple_of(2) {
                 FailureClass::Timeout
             } else {
                 FailureClass::ServerError
@@ -118,7 +118,7 @@ fn a_long_runs_recorder_and_live_view_stay_bounded() {
                     );
                 }
                 s.recorder.iteration(r.clone());
-                if i % 5_000 == 0 {
+                if i.is_multiple_of(5_000) {
                     // The monitor judges once a second; its judging allocates nothing it keeps.
                     let _ = planrun::judge::thresholds::evaluate(&s, &specs);
                 }
