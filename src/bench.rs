@@ -39,6 +39,9 @@ pub struct BenchConfig {
     pub utterance: Duration,
     /// Cores for the agent process (`taskset -c`), e.g. `1`.
     pub agent_cpus: Option<String>,
+    /// Soak: one step (the first user count) this long after its ramp, RSS sampled every
+    /// second; the slope between minute 1 and the end is printed.
+    pub soak: Option<Duration>,
 }
 
 /// One step's figures.
@@ -60,6 +63,9 @@ pub struct StepResult {
     pub err_p50_ms: f64,
     pub err_p99_ms: f64,
     pub agent_cpu_pct: f64,
+    /// RSS and allocated heap (MiB) once a second from the start of the step: (seconds,
+    /// RSS MiB, heap in use MiB).
+    pub rss_series: Vec<(f64, f64, f64)>,
 }
 
 impl StepResult {
@@ -71,6 +77,41 @@ impl StepResult {
     }
     pub fn kb_per_user(&self) -> f64 {
         (self.rss_peak_mb - self.rss_base_mb).max(0.0) * 1024.0 / f64::from(self.users.max(1))
+    }
+
+    /// RSS growth (KB/min) between `from_s` and the last sample (each point the median of
+    /// the 10 s of samples ending at it, so one allocator burst does not decide); None when
+    /// the step was shorter.
+    pub fn rss_slope_kb_per_min(&self, from_s: f64) -> Option<(f64, f64, f64)> {
+        self.slope(from_s, |p| p.1)
+    }
+
+    /// The same for the heap in use (glibc `mallinfo2`: bytes allocated and not freed), which
+    /// tells growth of what planrun holds from allocator fragmentation.
+    pub fn heap_slope_kb_per_min(&self, from_s: f64) -> Option<(f64, f64, f64)> {
+        self.slope(from_s, |p| p.2)
+    }
+
+    fn slope(
+        &self,
+        from_s: f64,
+        pick: impl Fn(&(f64, f64, f64)) -> f64,
+    ) -> Option<(f64, f64, f64)> {
+        let at = |t: f64| {
+            let mut v: Vec<f64> = self
+                .rss_series
+                .iter()
+                .filter(|p| p.0 <= t && p.0 > t - 10.0)
+                .map(&pick)
+                .collect();
+            crate::stats::quantile(&mut v, 0.5)
+        };
+        let end = self.rss_series.last()?.0;
+        if end < from_s + 30.0 {
+            return None;
+        }
+        let (a, b) = (at(from_s)?, at(end)?);
+        Some((a, b, (b - a) * 1024.0 / ((end - from_s) / 60.0)))
     }
 }
 
@@ -96,6 +137,18 @@ fn rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Heap bytes allocated and not yet freed (glibc), MiB; NaN elsewhere.
+fn heap_mb() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        (m.uordblks + m.hblkhd) as f64 / (1024.0 * 1024.0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    f64::NAN
 }
 
 /// CPU ticks (utime + stime) of another process.
@@ -212,6 +265,11 @@ load:
   ramp_up: {ramp}
   think_time: 300ms
   seed: 1
+thresholds:
+  ttfa:
+    - threshold: p95 < 20s
+      abort_on_fail: true
+    - p99 < 20s over 10s
 scenarios:
   - name: turn
     steps:
@@ -247,20 +305,61 @@ async fn run_step(
         .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", path.display())))?;
     let loaded = plan::load(&path).map_err(|e| BenchError::Plan(e.to_string()))?;
     let compiled = plan::compile::compile(&loaded).map_err(|e| BenchError::Plan(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&dir);
 
     let rss_base = rss_mb();
     let peak = Arc::new(AtomicU64::new(rss_base.to_bits()));
     let done = Arc::new(AtomicBool::new(false));
+    let t_start = Instant::now();
     let sampler = {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
+            let mut series = Vec::new();
+            let mut next = 0.0;
             while !done.load(Ordering::Relaxed) {
                 let now = rss_mb();
                 if now > f64::from_bits(peak.load(Ordering::Relaxed)) {
                     peak.store(now.to_bits(), Ordering::Relaxed);
                 }
+                let t = t_start.elapsed().as_secs_f64();
+                if t >= next {
+                    series.push((t, now, heap_mb()));
+                    next += 1.0;
+                }
                 std::thread::sleep(Duration::from_millis(100));
+            }
+            series
+        })
+    };
+    // Every feature a real run has on: the timeline streamed to disk, the live (Prometheus)
+    // metrics, and the abort monitor judging the bounded live summary once a second.
+    let live_metrics = Arc::new(crate::metrics::live::LiveMetrics::default());
+    let progress = Arc::new(Progress::with_live(Some(live_metrics.clone())));
+    live_metrics.attach(&progress);
+    let live: crate::report::timeline::LiveSummary =
+        Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
+            crate::metrics::Recorder {
+                windows: crate::metrics::Windows::for_thresholds(&compiled.thresholds),
+                ..crate::metrics::Recorder::default()
+            },
+            compiled.metrics.clone(),
+            Duration::ZERO,
+            false,
+        )));
+    let timeline_path = dir.join("timeline.csv");
+    let (sink, sink_rx) = std::sync::mpsc::channel();
+    let stream =
+        crate::report::timeline::Stream::start(&timeline_path, sink_rx, Some(live.clone()))
+            .map_err(|e| BenchError::Io(e.to_string()))?;
+    let monitor = {
+        let (live, done, specs) = (live.clone(), done.clone(), compiled.thresholds.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Ok(mut s) = live.lock() {
+                    s.elapsed = t_start.elapsed();
+                    let _ = crate::judge::thresholds::evaluate(&s, &specs);
+                }
+                let _ = live_metrics.render();
             }
         })
     };
@@ -268,13 +367,15 @@ async fn run_step(
     let cpu0 = process_cpu_s();
     let started = Instant::now();
     let (_tx, rx) = watch::channel(false);
-    let outcome = engine::run(&compiled, rx, Arc::new(Progress::default()))
+    let outcome = engine::run_observed(&compiled, rx, progress, Some(sink))
         .await
         .map_err(|e| BenchError::Run(e.to_string()))?;
     let wall = started.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s() - cpu0;
     done.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let rss_series = sampler.join().unwrap_or_default();
+    let _ = monitor.join();
+    stream.finish().map_err(|e| BenchError::Io(e.to_string()))?;
     let agent_cpu_pct = match (agent_ticks0, pid_cpu_ticks(agent.child.id())) {
         (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / clock_ticks() / wall * 100.0,
         _ => f64::NAN,
@@ -284,18 +385,10 @@ async fn run_step(
     let hist = |name: &str| rec.histograms.get(name);
     let lag = rec.send_lag.as_ref();
     let delay_ms = cfg.delay.as_secs_f64() * 1000.0;
-    let failed_users: std::collections::HashSet<u32> = rec
-        .iterations
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .map(|r| r.user)
-        .collect();
-    let calls = rec.iterations.len() as u64;
-    let failed_calls = rec
-        .iterations
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .count() as u64;
+    let failed_users = failed_users(&timeline_path);
+    let _ = std::fs::remove_dir_all(&dir);
+    let calls = rec.outcomes.len();
+    let failed_calls = rec.outcomes.totals().failed + rec.outcomes.aborted;
     // Messages on the socket: frames sent (each paced frame records its lag), reply chunks
     // received (each but the first of a turn records a frame jitter; the first is the ttfa),
     // and one control message per turn.
@@ -323,7 +416,25 @@ async fn run_step(
         err_p50_ms: quantile_ms(hist("ttfa"), 0.5) - delay_ms,
         err_p99_ms: quantile_ms(hist("ttfa"), 0.99) - delay_ms,
         agent_cpu_pct,
+        rss_series,
     })
+}
+
+/// Users that had a failed call, read from the streamed timeline one row at a time.
+fn failed_users(path: &std::path::Path) -> std::collections::HashSet<u32> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(mut rd) = csv::ReaderBuilder::new().flexible(true).from_path(path) else {
+        return out;
+    };
+    for row in rd.records().map_while(Result::ok) {
+        if row.get(4) == Some("iteration_end")
+            && row.get(5) != Some("ok")
+            && let Some(u) = row.get(1).and_then(|u| u.parse().ok())
+        {
+            out.insert(u);
+        }
+    }
+    out
 }
 
 /// The table header and one row per step, as printed.
@@ -365,6 +476,30 @@ pub async fn run(cfg: &BenchConfig) -> Result<Vec<StepResult>, BenchError> {
             .unwrap_or_default(),
         std::process::id()
     );
+    if let Some(soak) = cfg.soak {
+        let users = cfg.users.first().copied().unwrap_or(100);
+        let soak_cfg = BenchConfig {
+            duration: soak,
+            ..cfg.clone()
+        };
+        println!("{}", header());
+        let t0 = Instant::now();
+        let r = run_step(&soak_cfg, &agent, users).await?;
+        println!("{}", row(&r, t0.elapsed().as_secs_f64()));
+        match r.rss_slope_kb_per_min(60.0) {
+            Some((a, b, slope)) => println!(
+                "soak: {users} users for {}: RSS {a:.1} MiB at minute 1, {b:.1} MiB at the end: {slope:+.1} KB/min",
+                format_duration(soak + cfg.ramp)
+            ),
+            None => println!("soak: too short for a slope (needs at least 90 s)"),
+        }
+        if let Some((a, b, slope)) = r.heap_slope_kb_per_min(60.0) {
+            println!(
+                "soak: heap in use {a:.1} MiB at minute 1, {b:.1} MiB at the end: {slope:+.1} KB/min"
+            );
+        }
+        return Ok(vec![r]);
+    }
     println!("{}", header());
     let mut out = Vec::new();
     for &users in &cfg.users {

@@ -20,22 +20,43 @@ fn write_plan(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-async fn run_plan(text: &str) -> (plan::CompiledPlan, RunOutcome) {
+async fn run_plan(text: &str) -> (plan::CompiledPlan, Ran) {
     let dir = temp_dir("http-lib");
     let path = write_plan(&dir, text);
     let compiled = plan::compile::compile(&plan::load(&path).unwrap()).unwrap();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let outcome = engine::run(&compiled, rx, Arc::new(Progress::default()))
-        .await
-        .unwrap();
+    let outcome = run_collecting(&compiled).await;
     (compiled, outcome)
 }
 
+/// A run and its iterations, taken from the stream the timeline is written from (a run keeps
+/// no iteration in memory).
+pub struct Ran {
+    pub outcome: RunOutcome,
+    pub iterations: Vec<planrun::metrics::IterationRecord>,
+}
+
+impl std::ops::Deref for Ran {
+    type Target = RunOutcome;
+    fn deref(&self) -> &RunOutcome {
+        &self.outcome
+    }
+}
+
+async fn run_collecting(compiled: &plan::CompiledPlan) -> Ran {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (sink, records) = std::sync::mpsc::channel();
+    let outcome = engine::run_observed(compiled, rx, Arc::new(Progress::default()), Some(sink))
+        .await
+        .unwrap();
+    Ran {
+        outcome,
+        iterations: records.try_iter().collect(),
+    }
+}
+
 /// Values of one metric in recording order, across all iterations.
-fn samples(outcome: &RunOutcome, metric: &str) -> Vec<f64> {
+fn samples(outcome: &Ran, metric: &str) -> Vec<f64> {
     outcome
-        .summary
-        .recorder
         .iterations
         .iter()
         .flat_map(|r| r.samples.iter())
@@ -158,7 +179,7 @@ async fn latency_is_measured_and_scores_match_the_agents_analysis() {
     ))
     .await;
     let s = &outcome.summary;
-    assert_eq!(s.iterations().failed, 0, "{:?}", s.recorder.iterations);
+    assert_eq!(s.iterations().failed, 0, "{:?}", outcome.iterations);
     // What the agent computes for each 1 s chunk of the same audio.
     let clip = planrun::audio::load_wav(Path::new("audio_files/weather.wav"), 16_000).unwrap();
     let mut expected = vec![0.0];
@@ -223,7 +244,7 @@ async fn raw_and_multipart_wav_and_pcm16_all_work_against_an_http_url() {
                 s.iterations().failed,
                 0,
                 "{body}/{format}: {:?}",
-                s.recorder.iterations
+                outcome.iterations
             );
             assert_eq!(
                 samples(&outcome, "score"),
@@ -321,10 +342,7 @@ async fn timeouts_and_refused_connections_are_classified() {
     .await;
     let errors = outcome.summary.errors();
     assert_eq!(errors.get("timeout"), Some(&1), "{errors:?}");
-    let f = outcome.summary.recorder.iterations[0]
-        .failure
-        .clone()
-        .unwrap();
+    let f = outcome.iterations[0].failure.clone().unwrap();
     assert!(
         f.message
             .contains("chunk 1: no complete response within 100ms"),
@@ -503,7 +521,7 @@ async fn a_server_that_closes_after_each_answer_gets_a_new_connection_per_chunk(
         ))
         .await;
         let s = &outcome.summary;
-        assert_eq!(s.iterations().failed, 0, "{:?}", s.recorder.iterations);
+        assert_eq!(s.iterations().failed, 0, "{:?}", outcome.iterations);
         assert_eq!(samples(&outcome, "score"), vec![10.0, 20.0, 30.0, 40.0]);
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4);
         assert_eq!(s.stats("connect").unwrap().count, 4);
@@ -521,10 +539,7 @@ async fn a_foreign_servers_bad_json_is_a_protocol_error_with_its_excerpt() {
         "      - send_audio: {tone: 1s, pacing: burst}",
     ))
     .await;
-    let f = outcome.summary.recorder.iterations[0]
-        .failure
-        .clone()
-        .unwrap();
+    let f = outcome.iterations[0].failure.clone().unwrap();
     assert_eq!(f.class, planrun::metrics::FailureClass::ProtocolError);
     assert!(f.message.contains("chunk 1: response is not JSON"), "{f:?}");
     assert!(f.message.ends_with("`{\"score\": 1,`"), "{f:?}");
@@ -553,10 +568,7 @@ async fn an_https_target_that_does_not_speak_tls_is_a_connect_error() {
         "      - send_audio: {tone: 1s, pacing: burst}",
     ))
     .await;
-    let f = outcome.summary.recorder.iterations[0]
-        .failure
-        .clone()
-        .unwrap();
+    let f = outcome.iterations[0].failure.clone().unwrap();
     assert_eq!(
         f.class,
         planrun::metrics::FailureClass::ConnectError,

@@ -223,21 +223,30 @@ fn serve_http(stall_on: usize, stall: Duration) -> u16 {
 }
 
 /// Run a plan through the engine (for the per-iteration records).
-async fn run_engine(yaml: &str) -> planrun::engine::RunOutcome {
+/// Runs a plan in the engine; returns its outcome and every finished iteration (the run keeps
+/// none in memory: they reach the timeline sink).
+async fn run_engine(
+    yaml: &str,
+) -> (
+    planrun::engine::RunOutcome,
+    Vec<planrun::metrics::IterationRecord>,
+) {
     let dir = temp_dir("omission-lib");
     let path = dir.join("p.yaml");
     std::fs::write(&path, yaml).unwrap();
     let compiled = planrun::plan::compile::compile(&planrun::plan::load(&path).unwrap()).unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let outcome = planrun::engine::run(
+    let (sink, records) = std::sync::mpsc::channel();
+    let outcome = planrun::engine::run_observed(
         &compiled,
         rx,
         Arc::new(planrun::metrics::progress::Progress::default()),
+        Some(sink),
     )
     .await
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    outcome
+    (outcome, records.try_iter().collect())
 }
 
 /// Item 4. Ten 200 ms chunks of real-time audio, due at 0.2 s, 0.4 s, … 2.0 s; the server holds
@@ -247,7 +256,7 @@ async fn run_engine(yaml: &str) -> planrun::engine::RunOutcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overdue_http_chunk_reports_its_wait() {
     let port = serve_http(2, Duration::from_secs(2));
-    let outcome = run_engine(&format!(
+    let (outcome, records) = run_engine(&format!(
         "name: stalled_http
 target:
   url: http://127.0.0.1:{port}/chunks
@@ -268,8 +277,8 @@ scenarios:
     ))
     .await;
     let s = &outcome.summary;
-    assert_eq!(s.iterations().failed, 0, "{:?}", s.recorder.iterations);
-    let lat: Vec<f64> = s.recorder.iterations[0]
+    assert_eq!(s.iterations().failed, 0, "{:?}", records);
+    let lat: Vec<f64> = records[0]
         .samples
         .iter()
         .filter(|x| x.metric == "chunk_latency")
@@ -404,7 +413,7 @@ async fn hostile_captured_values_fail_calls_and_never_kill_users() {
             }
         }
     });
-    let outcome = run_engine(&format!(
+    let (outcome, records) = run_engine(&format!(
         "name: hostile_values
 target:
   url: ws://127.0.0.1:{port}/
@@ -430,9 +439,7 @@ scenarios:
     assert_eq!(counts.total, calls as u64, "{:?}", s.errors());
     assert_eq!(counts.succeeded + counts.failed, counts.total);
     for user in 0..USERS {
-        let mut its: Vec<u64> = s
-            .recorder
-            .iterations
+        let mut its: Vec<u64> = records
             .iter()
             .filter(|r| r.user == user)
             .map(|r| r.iteration)
@@ -444,7 +451,7 @@ scenarios:
     let got: std::collections::BTreeMap<&str, u64> =
         errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(got, expected);
-    for r in &s.recorder.iterations {
+    for r in &records {
         if let Some(f) = r
             .failure
             .as_ref()

@@ -34,12 +34,35 @@ scenarios:
     path
 }
 
-async fn run(path: &Path) -> RunOutcome {
+async fn run(path: &Path) -> Ran {
     let compiled = plan::compile::compile(&plan::load(path).unwrap()).unwrap();
+    run_collecting(&compiled).await
+}
+
+/// A run and its iterations, taken from the stream the timeline is written from (a run keeps
+/// no iteration in memory).
+pub struct Ran {
+    pub outcome: RunOutcome,
+    pub iterations: Vec<planrun::metrics::IterationRecord>,
+}
+
+impl std::ops::Deref for Ran {
+    type Target = RunOutcome;
+    fn deref(&self) -> &RunOutcome {
+        &self.outcome
+    }
+}
+
+async fn run_collecting(compiled: &plan::CompiledPlan) -> Ran {
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    engine::run(&compiled, rx, Arc::new(Progress::default()))
+    let (sink, records) = std::sync::mpsc::channel();
+    let outcome = engine::run_observed(compiled, rx, Arc::new(Progress::default()), Some(sink))
         .await
-        .unwrap()
+        .unwrap();
+    Ran {
+        outcome,
+        iterations: records.try_iter().collect(),
+    }
 }
 
 /// Calls (start, end) in ms, by user.
@@ -66,13 +89,13 @@ async fn arrival_rate_starts_the_scheduled_calls_on_time() {
     assert!(a.dropped.is_empty(), "{:?}", a.dropped);
     assert_eq!(s.iterations().total, 20);
     assert_eq!(s.iterations().failed, 0, "{:?}", s.errors());
-    let mut users: Vec<u32> = s.recorder.iterations.iter().map(|r| r.user).collect();
+    let mut users: Vec<u32> = out.iterations.iter().map(|r| r.user).collect();
     users.sort_unstable();
     assert_eq!(users, (0..20).collect::<Vec<u32>>());
     // Each call starts at its scheduled instant (arrival k at k × 100 ms), never before it,
     // and any start past the tolerance is counted as late.
     let mut late_seen = 0;
-    for (user, start, end) in spans(&s.recorder.iterations) {
+    for (user, start, end) in spans(&out.iterations) {
         let due = f64::from(user) * 100.0;
         assert!(
             start >= due - 1.0,
@@ -122,7 +145,7 @@ async fn max_users_cap_drops_arrivals_and_counts_them() {
         "dropped {:?}",
         a.dropped.iter().map(|d| d.arrival).collect::<Vec<_>>()
     );
-    let calls = spans(&s.recorder.iterations);
+    let calls = spans(&out.iterations);
     let active_at = |t: f64| calls.iter().filter(|(_, b, e)| *b <= t && t < *e).count();
     // A dropped arrival found 3 calls in flight at its instant; it never ran later.
     for d in &a.dropped {
@@ -168,7 +191,7 @@ async fn stages_ramp_users_up_and_down() {
     assert_eq!(a.scheduled, 4);
     assert_eq!(a.started, 4);
     assert_eq!(s.iterations().failed, 0, "{:?}", s.errors());
-    let calls = spans(&s.recorder.iterations);
+    let calls = spans(&out.iterations);
     // Each user's first start and last end.
     let life = |u: u32| {
         let mine: Vec<_> = calls.iter().filter(|(x, _, _)| *x == u).collect();

@@ -45,14 +45,12 @@ async fn sequence(dir: &Path, name: &str, text: &str) -> Vec<(u32, u64, String, 
     std::fs::write(&path, text).unwrap();
     let compiled = plan::compile::compile(&plan::load(&path).unwrap()).unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let out = engine::run(&compiled, rx, Arc::new(Progress::default()))
+    let (sink, records) = std::sync::mpsc::channel();
+    engine::run_observed(&compiled, rx, Arc::new(Progress::default()), Some(sink))
         .await
         .unwrap();
-    let mut seq: Vec<(u32, u64, String, bool)> = out
-        .summary
-        .recorder
-        .iterations
-        .iter()
+    let mut seq: Vec<(u32, u64, String, bool)> = records
+        .try_iter()
         .map(|r| (r.user, r.iteration, r.scenario.clone(), r.failure.is_some()))
         .collect();
     seq.sort();

@@ -241,14 +241,13 @@ scenarios:
     let mut sequences = Vec::new();
     for _ in 0..2 {
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let o = engine::run(&compiled, rx, Arc::new(Progress::default()))
+        // Iterations reach the timeline stream, not the run's memory.
+        let (sink, records) = std::sync::mpsc::channel();
+        engine::run_observed(&compiled, rx, Arc::new(Progress::default()), Some(sink))
             .await
             .unwrap();
-        let mut seq: Vec<(u32, u64, String)> = o
-            .summary
-            .recorder
-            .iterations
-            .iter()
+        let mut seq: Vec<(u32, u64, String)> = records
+            .try_iter()
             .map(|r| (r.user, r.iteration, r.scenario.clone()))
             .collect();
         seq.sort();

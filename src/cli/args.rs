@@ -231,6 +231,10 @@ pub struct BenchArgs {
     /// Pin the agent process to these cores (`taskset -c LIST`), e.g. `1`.
     #[arg(long, value_name = "LIST")]
     pub agent_cpus: Option<String>,
+    /// Soak: run the first user count steadily for this long and print the RSS slope between
+    /// minute 1 and the end (KB/min).
+    #[arg(long, value_parser = crate::distribution::parse_duration, value_name = "DURATION")]
+    pub soak: Option<std::time::Duration>,
 }
 
 impl BenchArgs {
@@ -243,6 +247,7 @@ impl BenchArgs {
             reply: self.reply,
             utterance: self.utterance,
             agent_cpus: self.agent_cpus.clone(),
+            soak: self.soak,
         }
     }
 }

@@ -169,11 +169,17 @@ mod tests {
         while let Some(rec) = tasks.join_next().await {
             total.merge(rec);
         }
-        assert_eq!(total.iterations.len(), 4);
-        let lost: Vec<_> = total.iterations.iter().filter(|r| r.user == 7).collect();
-        assert_eq!(lost.len(), 3);
+        assert_eq!(total.outcomes.len(), 4);
+        assert_eq!(total.outcomes.totals().failed, 3);
+        assert_eq!(
+            total.outcomes.errors.get(&FailureClass::InternalError),
+            Some(&3)
+        );
+        let lost = total.outcomes.failures.sample(10);
+        assert!(!lost.is_empty());
         for r in lost {
-            let f = r.failure.as_ref().unwrap();
+            assert_eq!(r.user, 7);
+            let f = &r.failure;
             assert_eq!(f.class, FailureClass::InternalError);
             assert!(f.message.contains("boom at user 7"), "{}", f.message);
         }

@@ -17,64 +17,77 @@
 //! errors (`crate::plan::validate`), not thresholds that silently pass.
 
 pub use crate::contract::thresholds::{ThresholdResult, WindowReport};
-use crate::metrics::{FailureClass, IterationRecord, MetricStats, Summary};
+use crate::metrics::outcomes::{Series, window_step_us};
+use crate::metrics::{IterationRecord, MetricStats, Summary};
 use crate::plan::compile::ThresholdSpec;
 use crate::plan::threshold_expr::{Op, Stat};
 use crate::plan::{CHECK_FAILED_MARKER, CHECK_PASSED_MARKER, CHECKS, SUCCESS_RATE};
-use crate::stats;
 
-/// One statistic of a set of values (ms); None when empty.
-fn stat_of(values: &mut [f64], stat: Stat) -> Option<f64> {
-    if values.is_empty() {
+/// One statistic of (value, count) pairs (ms); None when empty. Percentiles by nearest rank
+/// (as [`crate::stats::nearest_rank`]) over the values repeated by their counts.
+fn stat_of_counts(values: &mut [(f64, u64)], stat: Stat) -> Option<f64> {
+    let n: u64 = values.iter().map(|v| v.1).sum();
+    if n == 0 {
         return None;
     }
-    stats::sort(values);
+    values.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let rank = |q: f64| {
+        let want = ((n as f64 * q).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (v, c) in values.iter() {
+            seen += c;
+            if seen >= want {
+                return *v;
+            }
+        }
+        values[values.len() - 1].0
+    };
+    let mean = || values.iter().map(|(v, c)| v * *c as f64).sum::<f64>() / n as f64;
     Some(match stat {
-        Stat::P50 => stats::nearest_rank(values, 0.50),
-        Stat::P90 => stats::nearest_rank(values, 0.90),
-        Stat::P95 => stats::nearest_rank(values, 0.95),
-        Stat::P99 => stats::nearest_rank(values, 0.99),
-        Stat::Mean => values.iter().sum::<f64>() / values.len() as f64,
-        Stat::Min => values[0],
-        Stat::Max => values[values.len() - 1],
-        Stat::Count => values.len() as f64,
-        Stat::Rate => return None,
+        Stat::P50 => rank(0.50),
+        Stat::P90 => rank(0.90),
+        Stat::P95 => rank(0.95),
+        Stat::P99 => rank(0.99),
+        Stat::Mean | Stat::Rate => mean(),
+        Stat::Min => values[0].0,
+        Stat::Max => values[values.len() - 1].0,
+        Stat::Count => n as f64,
     })
 }
 
-/// The window bounds `[start, end)` in µs covering `0..end_us`.
+/// The window bounds `[start, end)` in µs covering `0..=end_us`: windows of `window_us`
+/// starting every `step_us` (a quarter of the window) from 0, the last one the first that
+/// reaches past `end_us`. Every bound is a multiple of the step, so a window is a union of the
+/// run's per-step slots (see [`crate::metrics::outcomes::Series`]).
 pub fn windows(window_us: u64, end_us: u64) -> Vec<(u64, u64)> {
     let w = window_us.max(1);
-    if end_us <= w {
-        return vec![(0, w)];
-    }
     let step = (w / 4).max(1);
     let mut out = Vec::new();
     let mut start = 0;
-    while start + w < end_us {
+    while start + w <= end_us {
         out.push((start, start + w));
         start += step;
     }
-    out.push((end_us - w, end_us + 1));
+    out.push((start, start + w));
     out
 }
 
-/// Judge a threshold over sliding windows; `points` are (µs since start, value) — values in ms
-/// for metrics, 1.0/0.0 (succeeded/failed) for rates.
+/// Judge a threshold over sliding windows from the per-step series of its metric — values
+/// in ms for metrics, 1.0/0.0 (succeeded/failed) for rates.
 fn judge_windows(
     t: &ThresholdSpec,
     window: std::time::Duration,
-    mut points: Vec<(u64, f64)>,
+    series: Option<&Series>,
     end_us: u64,
 ) -> (Option<f64>, bool, Option<WindowReport>) {
     let stat = t.expr.stat_or_rate();
-    points.sort_by_key(|p| p.0);
     let w_us = window.as_micros().min(u128::from(u64::MAX)) as u64;
-    let end_us = end_us.max(points.last().map_or(0, |p| p.0));
+    let step_us = window_step_us(window);
+    let end_us = end_us.max(series.map_or(0, Series::end_us).saturating_sub(1));
     let bounds = windows(w_us, end_us);
     let mut report = WindowReport {
         window_s: window.as_secs_f64(),
-        step_s: (w_us / 4).max(1) as f64 / 1e6,
+        step_s: step_us as f64 / 1e6,
         ..WindowReport::default()
     };
     let worse = |a: f64, b: f64| match t.expr.op {
@@ -82,23 +95,13 @@ fn judge_windows(
         Op::Gt | Op::Ge => a < b,
     };
     let mut worst: Option<f64> = None;
-    let mut lo = 0;
     for (start, end) in bounds {
-        while lo < points.len() && points[lo].0 < start {
-            lo += 1;
-        }
-        let mut hi = lo;
-        while hi < points.len() && points[hi].0 < end {
-            hi += 1;
-        }
-        let mut vals: Vec<f64> = points[lo..hi].iter().map(|p| p.1).collect();
+        let mut vals = series.map_or_else(Vec::new, |s| s.values_in(start, end));
         let value = if stat == Stat::Count {
             // A window in which nothing was measured counted 0: `count >= N over W` must catch it.
-            Some(vals.len() as f64)
-        } else if stat == Stat::Rate {
-            (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+            Some(vals.iter().map(|v| v.1).sum::<u64>() as f64)
         } else {
-            stat_of(&mut vals, stat)
+            stat_of_counts(&mut vals, stat)
         };
         let Some(v) = value else { continue };
         report.judged += 1;
@@ -108,52 +111,11 @@ fn judge_windows(
         if worst.is_none_or(|w| worse(v, w)) {
             worst = Some(v);
             report.worst_start_s = start as f64 / 1e6;
-            report.worst_end_s = end.min(end_us) as f64 / 1e6;
+            report.worst_end_s = end.min(end_us.max(start)) as f64 / 1e6;
         }
     }
     let passed = worst.is_some() && report.failed == 0;
     (worst, passed, (report.judged > 0).then_some(report))
-}
-
-/// The timestamped points a windowed threshold is judged from; None when the run's timeline does
-/// not hold them (`checks` ran, but their passes were not put on the timeline).
-fn window_points(summary: &Summary, metric: &str) -> Option<Vec<(u64, f64)>> {
-    let iterations = &summary.recorder.iterations;
-    if metric == SUCCESS_RATE {
-        Some(
-            iterations
-                .iter()
-                .filter(|r| {
-                    r.failure
-                        .as_ref()
-                        .is_none_or(|f| f.class != FailureClass::Aborted)
-                })
-                .map(|r| (r.end_us, if r.failure.is_none() { 1.0 } else { 0.0 }))
-                .collect(),
-        )
-    } else if metric == CHECKS {
-        let points: Vec<(u64, f64)> = iterations
-            .iter()
-            .flat_map(|r| r.markers.iter())
-            .filter_map(|m| match m.kind.as_str() {
-                CHECK_PASSED_MARKER => Some((m.at_us, 1.0)),
-                CHECK_FAILED_MARKER => Some((m.at_us, 0.0)),
-                _ => None,
-            })
-            .collect();
-        let passed_marked = points.iter().filter(|p| p.1 > 0.0).count() as u64;
-        let passed: u64 = summary.recorder.checks.values().map(|c| c.passed).sum();
-        (passed_marked >= passed).then_some(points)
-    } else {
-        Some(
-            iterations
-                .iter()
-                .flat_map(|r| r.samples.iter())
-                .filter(|s| s.metric == metric)
-                .map(|s| (s.at_us, s.value_ms))
-                .collect(),
-        )
-    }
 }
 
 /// Feed one finished iteration into the live view the `abort_on_fail` monitor judges: its
@@ -181,6 +143,24 @@ pub fn feed_live(summary: &mut Summary, rec: IterationRecord) {
     summary.recorder.iteration(rec);
 }
 
+/// Whether the run's series holds what `metric`'s windows are judged from: `checks` are
+/// judged from the timeline's `check_passed`/`check_failed` markers, which a run (or a
+/// timeline written by an older planrun) may lack.
+fn has_timestamps(summary: &Summary, metric: &str, series: Option<&Series>) -> bool {
+    if metric != CHECKS {
+        return true;
+    }
+    let marked = series.map_or(0, |s| {
+        s.values_in(0, u64::MAX)
+            .iter()
+            .filter(|v| v.0 > 0.0)
+            .map(|v| v.1)
+            .sum::<u64>()
+    });
+    let passed: u64 = summary.recorder.checks.values().map(|c| c.passed).sum();
+    marked >= passed
+}
+
 fn stat_value(stats: &MetricStats, stat: Stat) -> Option<f64> {
     Some(match stat {
         Stat::P50 => stats.p50_ms,
@@ -203,14 +183,18 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
             let stat = t.expr.stat_or_rate();
             let mut window = None;
             let mut windowed_pass = None;
-            let points = t
-                .expr
-                .window
-                .map(|w| (w, window_points(summary, &t.metric)));
-            let timestamps = points.as_ref().is_none_or(|p| p.1.is_some());
-            let observed = if let Some((w, Some(points))) = points {
+            let series = t.expr.window.map(|w| {
+                (
+                    w,
+                    summary.recorder.windows.get(&t.metric, window_step_us(w)),
+                )
+            });
+            let timestamps = series
+                .as_ref()
+                .is_none_or(|(_, s)| has_timestamps(summary, &t.metric, *s));
+            let observed = if let Some((w, series)) = series.filter(|_| timestamps) {
                 let end_us = summary.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-                let (v, passed, report) = judge_windows(t, w, points, end_us);
+                let (v, passed, report) = judge_windows(t, w, series, end_us);
                 window = report;
                 windowed_pass = Some(passed);
                 v
@@ -357,6 +341,9 @@ mod tests {
     fn spiky() -> Summary {
         use crate::metrics::Sample;
         let mut r = Recorder::default();
+        // The run's central recorder keeps the per-step series of its windowed thresholds.
+        r.windows.want("ttfa", 1_000_000);
+        r.windows.want("success_rate", 1_000_000);
         for i in 0..200u64 {
             let at_us = i * 100_000;
             let ms = if (100..110).contains(&i) {
@@ -415,7 +402,7 @@ mod tests {
         assert_eq!(windows(10, 5), vec![(0, 10)]);
         let w = windows(4, 10);
         assert_eq!(w.first(), Some(&(0, 4)));
-        assert_eq!(w.last(), Some(&(6, 11)));
+        assert_eq!(w.last(), Some(&(7, 11)));
         assert!(w.windows(2).all(|p| p[1].0 - p[0].0 <= 1));
     }
 
@@ -469,13 +456,21 @@ mod tests {
     #[test]
     fn checks_are_judged_over_windows_and_fed_live() {
         // One check per 100 ms for 20 s; all fail during 10–12 s (10% of the run).
-        let mut s = Summary::new(Recorder::default(), vec![], Duration::from_secs(20), false);
-        for i in 0..200u64 {
-            feed_live(
-                &mut s,
-                check_iteration(i * 100_000, !(100..120).contains(&i)),
-            );
-        }
+        let live = |keep_passes: bool| {
+            let mut r = Recorder::default();
+            r.windows.want("checks", 1_000_000);
+            let mut s = Summary::new(r, vec![], Duration::from_secs(20), false);
+            for i in 0..200u64 {
+                let mut it = check_iteration(i * 100_000, !(100..120).contains(&i));
+                if !keep_passes {
+                    it.markers.retain(|m| m.kind != CHECK_PASSED_MARKER);
+                    s.recorder.check("c", true);
+                }
+                feed_live(&mut s, it);
+            }
+            s
+        };
+        let s = live(true);
         assert_eq!(s.check_rate(), Some(0.9));
         let r = evaluate(
             &s,
@@ -490,9 +485,7 @@ mod tests {
         assert_eq!(r[1].observed, Some(0.5));
         assert!(r[2].passed, "{:?}", r[2]);
         // A timeline without the passes (written without them) is not judged as all-failed.
-        for it in &mut s.recorder.iterations {
-            it.markers.retain(|m| m.kind != CHECK_PASSED_MARKER);
-        }
+        let s = live(false);
         let r = evaluate(&s, &[spec("checks", "> 0.1 over 4s")]);
         assert!(!r[0].passed && r[0].observed.is_none(), "{:?}", r[0]);
         assert!(r[0].observed_text.contains("check_passed"), "{:?}", r[0]);

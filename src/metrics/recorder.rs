@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use super::arrivals::ArrivalStats;
 use super::failure::IterationRecord;
 use super::health::HealthRec;
+use super::outcomes::{Outcomes, Windows};
 use super::stripes::{FROM_ACTUAL_PREFIX, SPEECH_END_LAG_KEY, SharedHistograms, record_into};
 use crate::contract::{CheckCounts, HttpCounts};
 
@@ -26,7 +27,12 @@ pub struct Recorder {
     pub histograms: BTreeMap<String, Histogram<u64>>,
     /// Lateness of each outgoing audio frame against its absolute schedule.
     pub send_lag: Option<Histogram<u64>>,
-    pub iterations: Vec<IterationRecord>,
+    /// Finished iterations, folded into bounded counts and a failure sample (the iterations
+    /// themselves are streamed to the timeline, never kept).
+    pub outcomes: Outcomes,
+    /// Per-slot values for windowed thresholds (only when configured: the run's central
+    /// recorder, never a virtual user's).
+    pub windows: Windows,
     /// `check` outcomes by check name.
     pub checks: BTreeMap<String, CheckCounts>,
     /// (`http_chunks`) chunk and call totals.
@@ -90,8 +96,10 @@ impl Recorder {
             .record(us.max(1));
     }
 
+    /// Fold one finished iteration into the bounded aggregates.
     pub fn iteration(&mut self, rec: IterationRecord) {
-        self.iterations.push(rec);
+        self.outcomes.add(&rec);
+        self.windows.add(&rec, crate::plan::SUCCESS_RATE);
     }
 
     /// Merge another recorder into this one (exact: histogram addition).
@@ -114,7 +122,8 @@ impl Recorder {
                 None => self.send_lag = Some(h),
             }
         }
-        self.iterations.extend(other.iterations);
+        self.outcomes.merge(other.outcomes);
+        self.windows.merge(other.windows);
         self.http.add(&other.http);
         self.health.merge(other.health);
         if let Some(a) = other.arrivals {

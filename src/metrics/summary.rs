@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::failure::{FailureClass, IterationRecord};
 use super::recorder::Recorder;
 use crate::contract::{IterationCounts, MetricStats};
 
@@ -21,14 +20,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn new(
-        mut recorder: Recorder,
+        recorder: Recorder,
         declared: Vec<String>,
         elapsed: Duration,
         aborted: bool,
     ) -> Self {
-        recorder
-            .iterations
-            .sort_by_key(|r| (r.start_us, r.user, r.iteration));
         Summary {
             recorder,
             declared,
@@ -59,39 +55,24 @@ impl Summary {
         names
     }
 
-    /// Iterations that ran to an outcome (those cut short by stopping the run are neither
-    /// successes nor failures; see [`Summary::aborted_iterations`]).
-    fn completed(&self) -> impl Iterator<Item = &IterationRecord> {
-        self.recorder.iterations.iter().filter(|r| {
-            r.failure
-                .as_ref()
-                .is_none_or(|f| f.class != FailureClass::Aborted)
-        })
-    }
-
+    /// Iterations cut short by stopping the run (neither successes nor failures).
     pub fn aborted_iterations(&self) -> u64 {
-        (self.recorder.iterations.len() - self.completed().count()) as u64
+        self.recorder.outcomes.aborted
     }
 
+    /// Iterations that ran to an outcome.
     pub fn iterations(&self) -> IterationCounts {
-        let total = self.completed().count() as u64;
-        let failed = self.completed().filter(|r| r.failure.is_some()).count() as u64;
-        IterationCounts {
-            total,
-            succeeded: total - failed,
-            failed,
-        }
+        self.recorder.outcomes.totals()
     }
 
     /// Failure counts by class.
     pub fn errors(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for r in self.completed() {
-            if let Some(f) = &r.failure {
-                *out.entry(f.class.as_str().to_string()).or_insert(0) += 1;
-            }
-        }
-        out
+        self.recorder
+            .outcomes
+            .errors
+            .iter()
+            .map(|(c, n)| (c.as_str().to_string(), *n))
+            .collect()
     }
 
     /// Fraction of all `check` evaluations that passed (None when no check ran).
@@ -106,24 +87,14 @@ impl Summary {
 
     /// Per-scenario iteration counts.
     pub fn scenarios(&self) -> BTreeMap<String, IterationCounts> {
-        let mut out: BTreeMap<String, IterationCounts> = BTreeMap::new();
-        for r in self.completed() {
-            let c = out.entry(r.scenario.clone()).or_default();
-            c.total += 1;
-            if r.failure.is_some() {
-                c.failed += 1;
-            } else {
-                c.succeeded += 1;
-            }
-        }
-        out
+        self.recorder.outcomes.scenarios.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Failure, IterationRecord};
+    use crate::metrics::{Failure, FailureClass, IterationRecord};
 
     #[test]
     fn merge_is_exact() {

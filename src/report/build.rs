@@ -14,7 +14,7 @@ use crate::plan::model::ProtocolKind;
 use crate::shard::Shard;
 
 /// How many failures are listed individually.
-const FAILURE_SAMPLES: usize = 20;
+const FAILURE_SAMPLES: usize = crate::metrics::outcomes::FAILURE_SAMPLES;
 
 pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
@@ -84,22 +84,19 @@ impl RunReport {
             .collect();
         let failures = s
             .recorder
-            .iterations
-            .iter()
-            .filter_map(|r| {
-                let f = r.failure.as_ref()?;
-                Some(FailureSample {
-                    user: r.user,
-                    iteration: r.iteration,
-                    scenario: r.scenario.clone(),
-                    class: f.class.as_str().to_string(),
-                    step: f.step.clone(),
-                    message: f.message.replace(['\n', '\r'], " "),
-                })
+            .outcomes
+            .failures
+            .sample(FAILURE_SAMPLES)
+            .into_iter()
+            .map(|k| FailureSample {
+                user: k.user,
+                iteration: k.iteration,
+                scenario: k.scenario.clone(),
+                class: k.failure.class.as_str().to_string(),
+                step: k.failure.step.clone(),
+                message: k.failure.message.replace(['\n', '\r'], " "),
             })
-            .filter(|f| f.class != "aborted")
-            .collect::<Vec<_>>();
-        let failures = diverse_sample(failures, FAILURE_SAMPLES);
+            .collect();
         let lag = s.recorder.send_lag.as_ref().filter(|h| !h.is_empty());
         let lag_ms = |q: f64| lag.map(|h| crate::stats::hist_ms(h, q));
         let iterations = s.iterations();
@@ -168,58 +165,41 @@ impl RunReport {
     }
 }
 
-/// Up to `n` failures, every distinct kind (class and message) first, in run order: twenty
-/// copies of one timeout must not hide the one failure that was different.
-fn diverse_sample(all: Vec<FailureSample>, n: usize) -> Vec<FailureSample> {
-    let mut seen = std::collections::HashSet::new();
-    let mut first: Vec<usize> = Vec::new();
-    for (i, f) in all.iter().enumerate() {
-        if seen.insert((f.class.clone(), f.message.clone())) {
-            first.push(i);
-        }
-    }
-    let mut picked: Vec<usize> = first.into_iter().take(n).collect();
-    for i in 0..all.len() {
-        if picked.len() >= n {
-            break;
-        }
-        if !picked.contains(&i) {
-            picked.push(i);
-        }
-    }
-    picked.sort_unstable();
-    let mut all: Vec<Option<FailureSample>> = all.into_iter().map(Some).collect();
-    picked.into_iter().filter_map(|i| all[i].take()).collect()
-}
-
 #[cfg(test)]
 mod sample_tests {
     use super::*;
+    use crate::metrics::{Failure, FailureClass, IterationRecord, Recorder};
 
-    fn f(user: u32, class: &str, message: &str) -> FailureSample {
-        FailureSample {
+    fn f(user: u32, class: FailureClass, message: &str) -> IterationRecord {
+        IterationRecord {
             user,
             iteration: 0,
             scenario: "s".into(),
-            class: class.into(),
-            step: String::new(),
-            message: message.into(),
+            start_us: u64::from(user),
+            end_us: u64::from(user) + 1,
+            failure: Some(Failure {
+                class,
+                step: String::new(),
+                message: message.into(),
+            }),
+            markers: vec![],
+            samples: vec![],
         }
     }
 
     #[test]
     fn every_distinct_failure_kind_is_sampled_first_in_run_order() {
-        let mut all: Vec<FailureSample> = (0..30).map(|u| f(u, "timeout", "slow")).collect();
-        all.push(f(30, "connect_error", "too many open files"));
-        let picked = diverse_sample(all, 5);
-        assert_eq!(picked.len(), 5);
-        assert!(picked.iter().any(|p| p.message == "too many open files"));
-        let users: Vec<u32> = picked.iter().map(|p| p.user).collect();
-        assert_eq!(
-            users,
-            [0, 1, 2, 3, 30],
-            "distinct kinds first, then run order"
-        );
-        assert_eq!(diverse_sample(vec![f(0, "a", "b")], 5).len(), 1);
+        let mut rec = Recorder::default();
+        for u in 0..30 {
+            rec.iteration(f(u, FailureClass::Timeout, "slow"));
+        }
+        rec.iteration(f(30, FailureClass::ConnectError, "too many open files"));
+        let s = Summary::new(rec, vec![], std::time::Duration::ZERO, false);
+        let r = RunReport::from_summary(&RunInfo::default(), &s, vec![]);
+        assert_eq!(r.failures.len(), FAILURE_SAMPLES);
+        let users: Vec<u32> = r.failures.iter().map(|p| p.user).collect();
+        let mut want: Vec<u32> = (0..19).collect();
+        want.push(30);
+        assert_eq!(users, want, "distinct kinds first, then run order");
     }
 }

@@ -100,7 +100,20 @@ impl RunFiles {
                 ..RunInfo::default()
             },
         };
-        let mut rec = crate::metrics::Recorder::default();
+        let specs: Vec<crate::plan::compile::ThresholdSpec> = info
+            .thresholds
+            .iter()
+            .filter_map(|(metric, expr)| {
+                Some(crate::plan::compile::ThresholdSpec {
+                    metric: metric.clone(),
+                    expr: expr.parse().ok()?,
+                })
+            })
+            .collect();
+        let mut rec = crate::metrics::Recorder {
+            windows: crate::metrics::Windows::for_thresholds(&specs),
+            ..crate::metrics::Recorder::default()
+        };
         for it in &iterations {
             let r = it.to_record();
             for sm in &r.samples {
@@ -122,16 +135,6 @@ impl RunFiles {
             std::time::Duration::from_micros(end_us),
             true,
         );
-        let specs: Vec<crate::plan::compile::ThresholdSpec> = info
-            .thresholds
-            .iter()
-            .filter_map(|(metric, expr)| {
-                Some(crate::plan::compile::ThresholdSpec {
-                    metric: metric.clone(),
-                    expr: expr.parse().ok()?,
-                })
-            })
-            .collect();
         let results = crate::judge::thresholds::evaluate(&summary, &specs);
         let mut report = RunReport::from_summary(&info, &summary, results);
         report.partial = true;

@@ -198,6 +198,18 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
         ));
     }
 
+    let threshold_text = first.thresholds();
+    let mut specs = Vec::new();
+    for (metric, expr) in &threshold_text {
+        let parsed = expr
+            .parse()
+            .map_err(|e| ReportError::Merge(format!("threshold `{metric}: {expr}`: {e}")))?;
+        specs.push(crate::plan::compile::ThresholdSpec {
+            metric: metric.clone(),
+            expr: parsed,
+        });
+    }
+    let windows = crate::metrics::Windows::for_thresholds(&specs);
     // Exact sums.
     let mut rec = Recorder::default();
     for r in &runs {
@@ -220,13 +232,10 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
         }
         part.checks = r.shard.checks.clone();
         part.http = r.shard.http;
-        part.iterations = r
-            .files
-            .run
-            .iterations
-            .iter()
-            .map(timeline::TimelineIteration::to_record)
-            .collect();
+        part.windows = windows.clone();
+        for it in &r.files.run.iterations {
+            part.iteration(it.to_record());
+        }
         rec.merge(part);
     }
     let mut declared = first.metrics();
@@ -248,17 +257,6 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
         std::time::Duration::from_secs_f64(elapsed_s.max(0.0)),
         aborted,
     );
-    let threshold_text = first.thresholds();
-    let mut specs = Vec::new();
-    for (metric, expr) in &threshold_text {
-        let parsed = expr
-            .parse()
-            .map_err(|e| ReportError::Merge(format!("threshold `{metric}: {expr}`: {e}")))?;
-        specs.push(crate::plan::compile::ThresholdSpec {
-            metric: metric.clone(),
-            expr: parsed,
-        });
-    }
     let results = crate::judge::thresholds::evaluate(&summary, &specs);
 
     let starts: Vec<time::OffsetDateTime> = runs.iter().filter_map(ShardRun::started).collect();

@@ -317,6 +317,18 @@ pub fn parse_csv(text: &str) -> (Vec<TimelineIteration>, usize) {
     (out, skipped)
 }
 
+/// The iterations of a streamed `timeline.csv` (empty when it cannot be read), in run order
+/// (start, user, iteration): a run keeps no iteration in memory, so its `run.json` is rebuilt
+/// from here after the load ends.
+pub fn read_back(path: &Path) -> Vec<TimelineIteration> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let (mut iterations, _) = parse_csv(&String::from_utf8_lossy(&bytes));
+    iterations.sort_by_key(|i| (i.start_us, i.user, i.iteration));
+    iterations
+}
+
 impl TimelineIteration {
     /// Back to the engine's record (for rebuilding a summary from a timeline).
     pub fn to_record(&self) -> IterationRecord {

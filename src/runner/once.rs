@@ -93,10 +93,16 @@ pub(super) async fn run_once(
         .filter(|t| t.expr.abort_on_fail)
         .cloned()
         .collect();
+    // The run's central, bounded view of finished iterations: the abort monitor judges it,
+    // and it keeps the per-step series windowed thresholds are judged from at the end.
+    let windows = crate::metrics::Windows::for_thresholds(&plan.thresholds);
     let live_summary: Option<report::timeline::LiveSummary> =
-        (!abort_specs.is_empty()).then(|| {
+        (!abort_specs.is_empty() || windows.is_configured()).then(|| {
             Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
-                crate::metrics::Recorder::default(),
+                crate::metrics::Recorder {
+                    windows,
+                    ..crate::metrics::Recorder::default()
+                },
                 plan.metrics.clone(),
                 Duration::ZERO,
                 false,
@@ -111,15 +117,18 @@ pub(super) async fn run_once(
             None
         }
     };
-    let monitor = live_summary.map(|live| {
-        tokio::spawn(monitor_thresholds(
-            progress.clone(),
-            live,
-            abort_specs,
-            ctx.stop.clone(),
-            observer.clone(),
-        ))
-    });
+    let monitor = live_summary
+        .clone()
+        .filter(|_| !abort_specs.is_empty())
+        .map(|live| {
+            tokio::spawn(monitor_thresholds(
+                progress.clone(),
+                live,
+                abort_specs,
+                ctx.stop.clone(),
+                observer.clone(),
+            ))
+        });
     let sampler = Sampler::start(
         opts.target_pid,
         builtin && opts.target_pid.is_none(),
@@ -130,12 +139,16 @@ pub(super) async fn run_once(
     if let Some(m) = monitor {
         m.abort();
     }
+    // The iterations' detail lives only in the streamed timeline: read it back for run.json.
+    let mut timeline = Vec::new();
     if let Some(st) = stream {
         match st.finish() {
-            Ok(_) if !opts.outputs.formats.contains(&ReportFormat::Csv) => {
-                let _ = std::fs::remove_file(&csv_path);
+            Ok(_) => {
+                timeline = report::timeline::read_back(&csv_path);
+                if !opts.outputs.formats.contains(&ReportFormat::Csv) {
+                    let _ = std::fs::remove_file(&csv_path);
+                }
             }
-            Ok(_) => {}
             Err(e) => warn(e.to_string()),
         }
     }
@@ -152,6 +165,12 @@ pub(super) async fn run_once(
             return (Outcome::CannotRun, None);
         }
     };
+    let mut outcome = outcome;
+    if let Some(live) = &live_summary
+        && let Ok(mut s) = live.lock()
+    {
+        outcome.summary.recorder.windows = std::mem::take(&mut s.recorder.windows);
+    }
     let results = crate::judge::run_metrics::judge_plan(&outcome.summary, plan);
     let mut rep =
         report::RunReport::build(plan, &outcome, results).with_resources(resources.as_ref());
@@ -177,7 +196,11 @@ pub(super) async fn run_once(
         rep.inconclusive = true;
         rep.passed = false;
     }
-    let run_data = report::RunData::new(&outcome.summary.recorder.iterations, resources);
+    let run_data = report::RunData {
+        version: report::timeline::RUN_DATA_VERSION,
+        iterations: timeline,
+        resources,
+    };
     let files = RunFiles::new(&rep, run_data).map_err(|e| e.to_string());
     let written = files.as_ref().map_err(Clone::clone).and_then(|f| {
         report::write_outputs(f, &opts.outputs, &opts.out, suffix).map_err(|e| e.to_string())
