@@ -124,7 +124,9 @@ fn new_codec(wire: &WireSpec, rate: u32, builtin: bool, rng: &mut StdRng) -> Cod
 /// Run one iteration of `scenario`. Returns its trace and the failure, if any.
 pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace, Option<Failure>) {
     let started = Instant::now();
-    let ws: Ws = match connect::open(ctx.conn, ctx.connect_timeout).await {
+    // Boxed: the connect future (TCP, TLS, the WebSocket handshake) is large and lives only
+    // while connecting; inline, its bytes would sit in every user's task for the whole run.
+    let ws: Ws = match Box::pin(connect::open(ctx.conn, ctx.connect_timeout)).await {
         Ok(ws) => ws,
         Err((class, message)) => return connect_failure(class, message),
     };
@@ -162,7 +164,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
     s.mark("connected", connected, String::new());
 
     let deadline = scenario.timeout.map(|t| started + t);
-    let mut failure = s.open_protocol(scenario).await.err();
+    let mut failure = Box::pin(s.open_protocol(scenario)).await.err();
     if s.ctx.wire.continuous_audio {
         s.idle_next = Some(connected + IDLE_FRAME);
     }
@@ -196,7 +198,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         let now = Instant::now();
         s.record("iteration", now - started, now);
     }
-    s.close().await;
+    Box::pin(s.close()).await;
     (s.recorder.finish(), failure)
 }
 
