@@ -1,0 +1,222 @@
+//! The dashboard's HTTP endpoints:
+//!
+//! - `GET /` the page (the latest snapshot and the Stop token embedded in it);
+//! - `GET /events` server-sent events: the latest snapshot, each time there is a new one (a
+//!   client that reads slowly skips snapshots; one that never reads holds one);
+//! - `GET /snapshot.json` the latest snapshot;
+//! - `POST /stop` the Stop button: needs the page's token in `X-Planrun-Token` (a header no
+//!   other site's page can send without a CORS preflight, which is never granted), and a `Host`
+//!   (and `Origin`, when sent) naming this server, so a page on another site — or one that
+//!   rebinds its name to this address — cannot stop the run;
+//! - `GET /files/NAME` a report file of this run, once written.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::{Hub, MAX_STREAMS};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Most connections served at once (others are closed at once).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serve until the task is aborted.
+pub(super) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, hub.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(body.into()),
+    )
+}
+
+fn respond(status: StatusCode, ctype: &str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed_unsync());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Whether the request names this server: its `Host` is the bound address (or `localhost`
+/// with its port), and its `Origin`, when sent, is `http://` + that host. A server bound to a
+/// non-loopback address (`--dashboard-allow-remote`) accepts any host name.
+fn same_site(req: &Request<Incoming>, hub: &Hub) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let port = hub.addr.port();
+    let known = hub.addr.ip().is_unspecified() || !hub.addr.ip().is_loopback() || {
+        let ours = [
+            hub.addr.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        ours.iter().any(|o| o.eq_ignore_ascii_case(host))
+    };
+    let origin_ok = match req.headers().get(header::ORIGIN) {
+        None => true,
+        Some(o) => o
+            .to_str()
+            .is_ok_and(|o| o.eq_ignore_ascii_case(&format!("http://{host}"))),
+    };
+    known && origin_ok
+}
+
+async fn handle(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Body>, Infallible> {
+    if !same_site(&req, &hub) {
+        return Ok(text(
+            StatusCode::FORBIDDEN,
+            "forbidden: this dashboard answers only to its own address\n",
+        ));
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    Ok(match path.as_str() {
+        "/stop" if method == Method::POST => stop(&req, &hub),
+        "/stop" => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        "/" | "/index.html" => {
+            let latest = hub.latest.borrow().clone();
+            respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                Bytes::from(super::page::render(&latest, &hub.token)),
+            )
+        }
+        "/snapshot.json" => {
+            let latest = hub.latest.borrow().clone();
+            respond(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(latest.to_string()),
+            )
+        }
+        "/events" => events(&hub),
+        p if p.starts_with("/files/") => file(&hub, &p["/files/".len()..]),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+/// `POST /stop`: stop the run as Ctrl-C does.
+fn stop(req: &Request<Incoming>, hub: &Hub) -> Response<Body> {
+    let token = req
+        .headers()
+        .get("x-planrun-token")
+        .and_then(|t| t.to_str().ok());
+    if token != Some(hub.token.as_str()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "forbidden: the X-Planrun-Token header must hold the page's token\n",
+        );
+    }
+    let first = hub.stop_run();
+    respond(
+        StatusCode::ACCEPTED,
+        "application/json",
+        Bytes::from(format!("{{\"stopping\":true,\"first\":{first}}}")),
+    )
+}
+
+/// Counts an open event stream while it lives.
+struct StreamSlot(Arc<Hub>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `GET /events`: the latest snapshot now and after each change.
+fn events(hub: &Arc<Hub>) -> Response<Body> {
+    if hub.streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+        hub.streams.fetch_sub(1, Ordering::Relaxed);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open dashboard pages; close one\n",
+        );
+    }
+    let slot = StreamSlot(hub.clone());
+    let mut rx = hub.latest.subscribe();
+    rx.mark_changed();
+    // Each step waits for a newer snapshot and yields only the latest: nothing queues.
+    let stream = futures_util::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+        rx.changed().await.ok()?;
+        let latest = rx.borrow_and_update().clone();
+        let frame = Frame::data(Bytes::from(format!("data: {latest}\n\n")));
+        Some((Ok::<_, Infallible>(frame), (rx, slot)))
+    });
+    let mut r = Response::new(StreamBody::new(Box::pin(stream)).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /files/NAME`: one of the report files written by this run.
+fn file(hub: &Hub, name: &str) -> Response<Body> {
+    let found = hub.files.lock().ok().and_then(|f| {
+        f.iter()
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == name))
+            .cloned()
+    });
+    let Some(path) = found else {
+        return text(StatusCode::NOT_FOUND, "no such report file (yet)\n");
+    };
+    let ctype = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "csv" => "text/csv; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        _ => "text/plain; charset=utf-8",
+    };
+    match std::fs::read(&path) {
+        Ok(b) => respond(StatusCode::OK, ctype, Bytes::from(b)),
+        Err(e) => text(
+            StatusCode::NOT_FOUND,
+            format!("cannot read {}: {e}\n", path.display()),
+        ),
+    }
+}
