@@ -29,26 +29,30 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Most connections served at once (others are closed at once).
 const MAX_CONNECTIONS: usize = 64;
 
-/// Serve until the task is aborted.
+/// Serve until the task is aborted (which closes every connection, open event streams too).
 pub(super) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, hub.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop(permit);
-        });
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                if conns.len() >= MAX_CONNECTIONS {
+                    drop(stream);
+                    continue;
+                }
+                let hub = hub.clone();
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(req, hub.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
     }
 }
 
