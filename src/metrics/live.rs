@@ -427,6 +427,44 @@ mod tests {
     }
 
     #[test]
+    fn recent_failures_are_distinct_newest_first_and_bounded() {
+        let live = LiveMetrics::default();
+        let mut feed = UserFeed::default();
+        let fail = |msg: &str, end_us: u64| {
+            let mut r = record("s", Some(FailureClass::Timeout), &[]);
+            r.failure.as_mut().unwrap().message = msg.into();
+            r.failure.as_mut().unwrap().step = "step 2 (line 9)".into();
+            r.end_us = end_us;
+            r
+        };
+        live.iteration(&mut feed, &fail("a", 1), None);
+        live.iteration(&mut feed, &fail("b", 2), None);
+        live.iteration(&mut feed, &fail("a", 3), None);
+        live.iteration(
+            &mut feed,
+            &record("s", Some(FailureClass::Aborted), &[]),
+            None,
+        );
+        let r = live.recent_failures();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].message.as_str(), r[0].count, r[0].last_us),
+            ("a", 2, 3)
+        );
+        assert_eq!((r[1].message.as_str(), r[1].count), ("b", 1));
+        for i in 0..50 {
+            live.iteration(&mut feed, &fail(&format!("m{i}"), 10 + i), None);
+        }
+        let r = live.recent_failures();
+        assert_eq!(r.len(), RECENT_FAILURES);
+        assert_eq!(r[0].message, "m49");
+        live.event_loop_delay(std::time::Duration::from_millis(3));
+        let h = live.event_loop_delay_histogram().unwrap();
+        assert_eq!(h.len(), 1);
+        assert!((h.max() as i64 - 3000).abs() < 10);
+    }
+
+    #[test]
     fn renders_counters_and_cumulative_buckets() {
         let live = LiveMetrics::default();
         let mut feed = UserFeed::default();

@@ -350,6 +350,10 @@ impl Feed {
         let hist_of: BTreeMap<&str, &Histogram<u64>> =
             hists.iter().map(|(n, h)| (n.as_str(), h)).collect();
         for name in &names {
+            // Declared metrics nothing has recorded yet (many built-in ones never are) wait.
+            if !hist_of.contains_key(name.as_str()) && !self.tracks.contains_key(name) {
+                continue;
+            }
             let since = hist_of
                 .get(name.as_str())
                 .map(|h| MetricStats::from_histogram(h));
