@@ -59,20 +59,37 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request; returns (status line, body).
+/// One HTTP/1.1 request; returns (status line, body): the body up to its Content-Length, or
+/// to the end of the connection.
 async fn request(port: u16, raw: &str) -> Option<(String, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
     s.write_all(raw.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            if n == 0 || length.is_some_and(|len| body.len() >= len) {
+                return Some((head.lines().next()?.to_string(), body.to_string()));
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+    }
 }
 
 async fn get(port: u16, path: &str) -> Option<(String, String)> {
@@ -348,8 +365,117 @@ async fn stop_endpoint_ends_the_run_like_ctrl_c_with_reports_written() {
     run.abort();
 }
 
+/// Press the page's Stop button in headless Chromium (through the DevTools protocol: the
+/// confirmation accepted, then a real click, so the browser's own request — its token, Host
+/// and Origin — must pass the guard). None when Chromium could not be driven.
+async fn press_stop_in_chromium(
+    browser: &PathBuf,
+    url: &str,
+    profile: &std::path::Path,
+) -> Option<()> {
+    use futures_util::{SinkExt, StreamExt};
+    /// Kills the browser however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    let t0 = Instant::now();
+    let port: u16 = loop {
+        if let Ok(t) = std::fs::read_to_string(profile.join("DevToolsActivePort"))
+            && let Some(p) = t.lines().next().and_then(|l| l.trim().parse().ok())
+        {
+            break p;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ws_url = loop {
+        if let Some((_, body)) = get(port, "/json/list").await
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+            && let Some(ws) = v.as_array().and_then(|a| {
+                a.iter()
+                    .find(|t| {
+                        t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+                    })
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_string))
+            })
+        {
+            break ws;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .ok()?;
+    let mut id = 0;
+    let mut eval = async |expr: &str| -> Option<serde_json::Value> {
+        id += 1;
+        let msg = serde_json::json!({"id": id, "method": "Runtime.evaluate",
+            "params": {"expression": expr, "awaitPromise": true, "returnByValue": true}});
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            msg.to_string(),
+        ))
+        .await
+        .ok()?;
+        while let Some(Ok(m)) = ws.next().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or(""))
+                && v["id"] == id
+            {
+                return Some(v["result"]["result"]["value"].clone());
+            }
+        }
+        None
+    };
+    // Wait until the page has rendered a live snapshot, then press Stop.
+    loop {
+        let seq = eval("Number(document.body.dataset.seq || 0)").await?;
+        if seq.as_u64().is_some_and(|s| s > 0) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let clicked = eval(
+        "window.confirm = () => true; document.getElementById('stop').click(); \
+         new Promise(r => setTimeout(() => r(document.getElementById('stop').textContent), 1500))",
+    )
+    .await?;
+    eprintln!("the Stop button now reads {clicked}");
+    Some(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_exits_130_as_ctrl_c_does() {
+async fn the_stop_button_ends_the_run_with_exit_130_as_ctrl_c_does() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let (out, run) = start(&plan("60s", 1), "dash-stop-exit", &["--dashboard", &addr]);
@@ -357,23 +483,47 @@ async fn stop_exits_130_as_ctrl_c_does() {
         s["iterations"]["done"].as_u64() >= Some(1)
     })
     .await;
-    let (_, page) = get(port, "/").await.unwrap();
-    let token = page.split("const TOKEN = \"").nth(1).unwrap()[..32].to_string();
-    let (s, _) = request(
-        port,
-        &format!(
-            "POST /stop HTTP/1.1\r\nHost: localhost:{port}\r\nX-Planrun-Token: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
-    )
-    .await
-    .unwrap();
-    assert!(s.contains("202"), "{s}");
+    let pressed = match chromium() {
+        Some(b) => {
+            let profile = out.with_file_name("profile");
+            let pressed = press_stop_in_chromium(&b, &format!("http://{addr}/"), &profile).await;
+            assert!(
+                pressed.is_some() || std::env::var_os("CI").is_none(),
+                "in CI, Chromium must press the Stop button"
+            );
+            pressed
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromium is required in CI (.ci/run installs it)"
+            );
+            None
+        }
+    };
+    if pressed.is_none() {
+        // No browser to press it: send the page's request.
+        eprintln!("NOTICE: pressing Stop through its endpoint (Chromium could not be driven)");
+        let (_, page) = get(port, "/").await.unwrap();
+        let token = page.split("const TOKEN = \"").nth(1).unwrap()[..32].to_string();
+        let (s, _) = request(
+            port,
+            &format!(
+                "POST /stop HTTP/1.1\r\nHost: localhost:{port}\r\nX-Planrun-Token: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(s.contains("202"), "{s}");
+    }
     let code = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("the run ended")
         .unwrap();
     assert_eq!(code, exit::INTERRUPTED);
     assert!(out.join("metrics.json").exists() && out.join("report.html").exists());
+    let m = json(&out.join("metrics.json"));
+    assert!(m["stop_reason"].as_str().unwrap().contains("dashboard"));
     // Not lingering: the server is gone with the run.
     let t0 = Instant::now();
     while get(port, "/").await.is_some() {
