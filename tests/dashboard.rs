@@ -579,10 +579,14 @@ async fn pages_that_never_read_do_not_hold_the_run_up() {
     let t0 = Instant::now();
     let (out, run) = start(&plan("6s", 2), "dash-stalled", &["--dashboard", &addr]);
     wait_for(port, Duration::from_secs(30), |s| s["state"] == "running").await;
-    // Event streams opened and never read, up to the cap; the next one is refused.
+    // Event streams opened and never read (a tiny receive buffer, so the server's writes
+    // back up), up to the cap; the next one is refused.
     let mut stalled = Vec::new();
     for _ in 0..16 {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(2048).unwrap();
+        let mut s = sock
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
             .await
             .unwrap();
         s.write_all(format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
@@ -598,7 +602,20 @@ async fn pages_that_never_read_do_not_hold_the_run_up() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let b = snapshot(port).await.unwrap()["seq"].as_u64().unwrap();
     assert!(b >= a + 2, "updates stalled: {a} → {b}");
-    // The run ends on time, with the stalled pages still open.
+    // The run ends on time, with the stalled pages still open (a reader notes the newest
+    // snapshot meanwhile).
+    let newest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(b));
+    let watcher = {
+        let newest = newest.clone();
+        tokio::spawn(async move {
+            while let Some(s) = snapshot(port).await {
+                if let Some(seq) = s["seq"].as_u64() {
+                    newest.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     let code = tokio::time::timeout(Duration::from_secs(40), run)
         .await
         .expect("the run was held up")
@@ -609,5 +626,30 @@ async fn pages_that_never_read_do_not_hold_the_run_up() {
     );
     assert!(t0.elapsed() < Duration::from_secs(40));
     assert!(out.join("metrics.json").exists());
+    // What a stalled page finally reads: some snapshots, never the whole backlog (each page
+    // gets the latest when it can take one; nothing queued up for it).
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled[0].read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let Some(seq) = v["seq"].as_u64()
+        {
+            got.push(seq);
+        }
+    }
+    got.dedup();
+    watcher.abort();
+    let last = newest.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "a stalled page read {} of {last} snapshots ({} bytes): {got:?}",
+        got.len(),
+        buf.len()
+    );
+    assert!(
+        (got.len() as u64) < last,
+        "a stalled page was sent every snapshot: {got:?}"
+    );
     drop(stalled);
 }

@@ -21,6 +21,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::{Hub, MAX_STREAMS};
 
@@ -28,6 +29,32 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Most connections served at once (others are closed at once).
 const MAX_CONNECTIONS: usize = 64;
+
+/// The kernel's send buffer of each connection: a page that stops reading backs its writes
+/// up after about this much (the kernel doubles it), instead of the megabytes loopback
+/// auto-tuning would allow; then its stream waits and skips to the latest snapshot.
+const SEND_BUFFER: libc::c_int = 32 * 1024;
+
+/// Cap the kernel's send buffer of `stream` (best effort).
+fn cap_send_buffer(stream: &tokio::net::TcpStream) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let size = SEND_BUFFER;
+        // SAFETY: setsockopt reads `size` (a c_int, its length given) on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (stream, SEND_BUFFER);
+}
 
 /// Serve until the task is aborted (which closes every connection, open event streams too).
 pub(super) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
@@ -43,6 +70,7 @@ pub(super) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                     drop(stream);
                     continue;
                 }
+                cap_send_buffer(&stream);
                 let hub = hub.clone();
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(req, hub.clone()));
@@ -178,15 +206,7 @@ fn events(hub: &Arc<Hub>) -> Response<Body> {
         );
     }
     let slot = StreamSlot(hub.clone());
-    let mut rx = hub.latest.subscribe();
-    rx.mark_changed();
-    // Each step waits for a newer snapshot and yields only the latest: nothing queues.
-    let stream = futures_util::stream::unfold((rx, slot), |(mut rx, slot)| async move {
-        rx.changed().await.ok()?;
-        let latest = rx.borrow_and_update().clone();
-        let frame = Frame::data(Bytes::from(format!("data: {latest}\n\n")));
-        Some((Ok::<_, Infallible>(frame), (rx, slot)))
-    });
+    let stream = latest_only(hub.latest.subscribe(), slot);
     let mut r = Response::new(StreamBody::new(Box::pin(stream)).boxed_unsync());
     let h = r.headers_mut();
     h.insert(
@@ -195,6 +215,22 @@ fn events(hub: &Arc<Hub>) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// Server-sent events of the newest value of `rx`: now, then after each change. Each step
+/// waits for a value newer than the last one sent and yields only the latest: a reader that
+/// falls behind skips values, nothing queues up for it. `guard` lives as long as the stream.
+fn latest_only<G: Send + 'static>(
+    mut rx: watch::Receiver<Arc<str>>,
+    guard: G,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
+    rx.mark_changed();
+    futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.changed().await.ok()?;
+        let latest = rx.borrow_and_update().clone();
+        let frame = Frame::data(Bytes::from(format!("data: {latest}\n\n")));
+        Some((Ok::<_, Infallible>(frame), (rx, guard)))
+    })
 }
 
 /// `GET /files/NAME`: one of the report files written by this run.
@@ -222,5 +258,33 @@ fn file(hub: &Hub, name: &str) -> Response<Body> {
             StatusCode::NOT_FOUND,
             format!("cannot read {}: {e}\n", path.display()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn seq(frame: &Frame<Bytes>) -> String {
+        String::from_utf8_lossy(frame.data_ref().unwrap()).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_gets_only_the_latest() {
+        let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("0"));
+        let mut s = Box::pin(latest_only(rx, ()));
+        // The current value at once.
+        assert_eq!(seq(&s.next().await.unwrap().unwrap()), "data: 0\n\n");
+        // A thousand updates while the reader does not read: it then gets the last one only.
+        for i in 1..=1000 {
+            tx.send_replace(Arc::from(i.to_string()));
+        }
+        assert_eq!(seq(&s.next().await.unwrap().unwrap()), "data: 1000\n\n");
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
+        assert!(pending.is_err(), "nothing else was queued");
+        // The stream ends when the sender goes.
+        drop(tx);
+        assert!(s.next().await.is_none());
     }
 }
