@@ -209,7 +209,11 @@ async fn chromium_loads_the_page_mid_run_and_sees_charts_and_moving_counters() {
     };
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let (out, run) = start(&plan("9s", 3), "dash-chromium", &["--dashboard", &addr]);
+    let (out, run) = start(
+        &plan("9s", 3),
+        "dash-chromium",
+        &["--dashboard", &addr, "--dashboard-linger", "3s"],
+    );
     // Mid-run: iterations done and at least two chart points per recorded latency.
     wait_for(port, Duration::from_secs(30), |s| {
         s["state"] == "running"
@@ -266,6 +270,44 @@ async fn chromium_loads_the_page_mid_run_and_sees_charts_and_moving_counters() {
         "two charts of three lines each"
     );
     eprintln!("dashboard: {done_1} → {done_2} iterations; ttfa chart {points_1} points");
+    // After the run (lingering): the verdict, and the same figures as metrics.json — the page
+    // reads the aggregates the report is written from.
+    let fin = wait_for(port, Duration::from_secs(60), |s| s["state"] == "finished").await;
+    let m = json(&out.join("metrics.json"));
+    assert_eq!(
+        fin["final"]["verdict"],
+        if m["passed"] == true {
+            "PASSED"
+        } else {
+            "FAILED"
+        }
+    );
+    let thresholds = fin["thresholds"].as_array().unwrap();
+    assert_eq!(thresholds.len(), m["thresholds"].as_array().unwrap().len());
+    for (live, report) in thresholds.iter().zip(m["thresholds"].as_array().unwrap()) {
+        assert_eq!(live["observed_text"], report["observed_text"]);
+        assert_eq!(live["passed"], report["passed"]);
+    }
+    let mut compared = 0;
+    for metric in fin["metrics"].as_array().unwrap() {
+        let name = metric["name"].as_str().unwrap();
+        let (live, report) = (&metric["total"], &m["metrics"][name]);
+        if live.is_null() || report.is_null() {
+            continue;
+        }
+        assert_eq!(live["count"], report["count"], "{name}");
+        for (l, r) in [("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms")] {
+            let (a, b) = (live[l].as_f64().unwrap(), report[r].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= b.abs() * 0.002 + 0.002,
+                "{name} {l}: dashboard {a} vs metrics.json {b}"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 3, "{compared} metrics compared");
+    let (s, _) = get(port, "/files/report.html").await.unwrap();
+    assert!(s.contains("200"), "{s}");
     let code = run.await.unwrap();
     assert!(
         code == exit::PASSED || code == exit::THRESHOLD_FAILED,

@@ -61,7 +61,7 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     let bad = || {
         format!(
-            "--dashboard `{s}` is not an address: use PORT, IP:PORT or localhost:PORT \
+            "`{s}` is not an address: use PORT, IP:PORT or localhost:PORT \
              (e.g. 127.0.0.1:8089; port 0 picks a free one)"
         )
     };
