@@ -49,6 +49,7 @@ pub(in crate::runner) struct Sources {
 /// The plan facts a snapshot shows.
 struct PlanFacts {
     name: String,
+    description: Option<String>,
     target: String,
     users: u32,
     load: String,
@@ -170,6 +171,7 @@ pub(in crate::runner) fn initial(plan: &CompiledPlan) -> Value {
         "seq": 0,
         "state": "starting",
         "plan": plan.name,
+        "description": plan.description,
         "target": crate::redact::redact(&plan.target.url.to_string()),
         "elapsed_s": 0.0,
         "window_s": WINDOW.as_secs(),
@@ -226,6 +228,7 @@ impl Feed {
         Feed {
             plan: PlanFacts {
                 name: plan.name.clone(),
+                description: plan.description.clone(),
                 target: crate::redact::redact(&plan.target.url.to_string()),
                 users: plan.load.users,
                 load,
@@ -448,6 +451,7 @@ impl Feed {
             "seq": self.seq,
             "state": state,
             "plan": self.plan.name,
+            "description": self.plan.description,
             "target": self.plan.target,
             "load": self.plan.load,
             "users": self.plan.users,
