@@ -132,6 +132,19 @@ pub struct RunArgs {
     /// Keep serving the final metrics this long after the run (for a last scrape), e.g. `15s`.
     #[arg(long, value_name = "DURATION", value_parser = parse_max_duration, requires = "metrics_addr")]
     pub metrics_linger: Option<Duration>,
+    /// Serve a live dashboard of the run in the browser (default: a free loopback port; the
+    /// URL is printed on stderr), e.g. `--dashboard`, `--dashboard 8089`,
+    /// `--dashboard 127.0.0.1:8089`. Its Stop button ends the run as Ctrl-C does (exit 130).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0", value_parser = parse_dashboard_addr)]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// Allow `--dashboard` on a non-loopback address (anyone who can reach it can watch the
+    /// run, and stop it with the page's token).
+    #[arg(long, requires = "dashboard")]
+    pub dashboard_allow_remote: bool,
+    /// Keep serving the dashboard this long after the run (final verdict and report files),
+    /// e.g. `5m`; Ctrl-C leaves earlier.
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_duration, requires = "dashboard")]
+    pub dashboard_linger: Option<Duration>,
     /// Limit (ms) for planrun's pacing lag p99 and event-loop delay p99: above it the run is
     /// flagged because planrun itself was the bottleneck.
     #[arg(long, value_name = "MS", default_value_t = crate::judge::health::DEFAULT_LAG_LIMIT_MS, value_parser = parse_lag_limit)]
@@ -153,6 +166,10 @@ fn parse_lag_limit(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` must be a positive number of milliseconds")),
     }
+}
+
+fn parse_dashboard_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::runner::dashboard::parse_addr(s)
 }
 
 fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {

@@ -111,6 +111,13 @@ fn options(compiled: &plan::CompiledPlan, args: &RunArgs) -> Result<RunOptions, 
     o.max_duration = args.max_duration;
     o.metrics_addr = args.metrics_addr;
     o.metrics_linger = args.metrics_linger;
+    o.dashboard = args
+        .dashboard
+        .map(|addr| crate::runner::dashboard::DashboardOptions {
+            addr,
+            allow_remote: args.dashboard_allow_remote,
+            linger: args.dashboard_linger,
+        });
     o.lag_limit_ms = args.generator_lag_limit;
     if let Some(v) = args.on_overload {
         o.on_overload = v;

@@ -88,6 +88,26 @@ struct State {
     latency: BTreeMap<String, Buckets>,
     send_lag: Buckets,
     event_loop_delay: Buckets,
+    /// The event-loop delay as an HDR histogram (µs), for exact live percentiles.
+    event_loop_hdr: Option<Histogram<u64>>,
+    /// The most recent distinct failures, newest first (at most [`RECENT_FAILURES`]).
+    recent_failures: std::collections::VecDeque<RecentFailure>,
+}
+
+/// How many distinct failures [`LiveMetrics::recent_failures`] keeps.
+pub const RECENT_FAILURES: usize = 10;
+
+/// A failure kind seen recently (class, step and message), with its latest occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentFailure {
+    pub class: &'static str,
+    pub step: String,
+    pub message: String,
+    pub scenario: String,
+    /// When its latest occurrence ended (µs since the run started).
+    pub last_us: u64,
+    /// Occurrences since it (last) entered the list.
+    pub count: u64,
 }
 
 /// The live view of a run (of every run of a sweep: counters keep counting across them).
@@ -109,6 +129,8 @@ impl Default for LiveMetrics {
                 latency: BTreeMap::new(),
                 send_lag: Buckets::new(DELAY_BUCKETS),
                 event_loop_delay: Buckets::new(DELAY_BUCKETS),
+                event_loop_hdr: None,
+                recent_failures: std::collections::VecDeque::new(),
             }),
             progress: Mutex::new(Weak::new()),
             system: Mutex::new(sysinfo::System::new()),
@@ -163,6 +185,9 @@ impl LiveMetrics {
             .or_insert(0) += 1;
         if let Some(f) = &record.failure {
             *s.errors.entry(f.class.as_str()).or_insert(0) += 1;
+            if f.class != crate::metrics::FailureClass::Aborted {
+                note_failure(&mut s.recent_failures, record, f);
+            }
         }
         for sample in &record.samples {
             if !s.latency.contains_key(&sample.metric) {
@@ -193,7 +218,25 @@ impl LiveMetrics {
     pub fn event_loop_delay(&self, delay: std::time::Duration) {
         if let Ok(mut s) = self.state.lock() {
             s.event_loop_delay.observe_n(delay.as_secs_f64(), 1);
+            let us = delay.as_micros().min(u128::from(u64::MAX)) as u64;
+            let _ = s
+                .event_loop_hdr
+                .get_or_insert_with(super::recorder::new_histogram)
+                .record(us.max(1));
         }
+    }
+
+    /// The event-loop delay measured so far (µs), for live percentiles.
+    pub fn event_loop_delay_histogram(&self) -> Option<Histogram<u64>> {
+        self.state.lock().ok()?.event_loop_hdr.clone()
+    }
+
+    /// The most recent distinct failures (class, step, message), newest first.
+    pub fn recent_failures(&self) -> Vec<RecentFailure> {
+        self.state
+            .lock()
+            .map(|s| s.recent_failures.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The exposition text (format 0.0.4).
@@ -300,6 +343,31 @@ impl LiveMetrics {
     }
 }
 
+/// Move (or add) `f`'s kind to the front of the recent failures, keeping the list bounded.
+fn note_failure(
+    list: &mut std::collections::VecDeque<RecentFailure>,
+    record: &IterationRecord,
+    f: &crate::metrics::Failure,
+) {
+    const MAX_MESSAGE: usize = 400;
+    let message: String = f.message.chars().take(MAX_MESSAGE).collect();
+    let same =
+        |r: &RecentFailure| r.class == f.class.as_str() && r.step == f.step && r.message == message;
+    let count = match list.iter().position(same) {
+        Some(i) => list.remove(i).map_or(0, |r| r.count),
+        None => 0,
+    };
+    list.push_front(RecentFailure {
+        class: f.class.as_str(),
+        step: f.step.clone(),
+        message,
+        scenario: record.scenario.clone(),
+        last_us: record.end_us,
+        count: count + 1,
+    });
+    list.truncate(RECENT_FAILURES);
+}
+
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -356,6 +424,44 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn recent_failures_are_distinct_newest_first_and_bounded() {
+        let live = LiveMetrics::default();
+        let mut feed = UserFeed::default();
+        let fail = |msg: &str, end_us: u64| {
+            let mut r = record("s", Some(FailureClass::Timeout), &[]);
+            r.failure.as_mut().unwrap().message = msg.into();
+            r.failure.as_mut().unwrap().step = "step 2 (line 9)".into();
+            r.end_us = end_us;
+            r
+        };
+        live.iteration(&mut feed, &fail("a", 1), None);
+        live.iteration(&mut feed, &fail("b", 2), None);
+        live.iteration(&mut feed, &fail("a", 3), None);
+        live.iteration(
+            &mut feed,
+            &record("s", Some(FailureClass::Aborted), &[]),
+            None,
+        );
+        let r = live.recent_failures();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].message.as_str(), r[0].count, r[0].last_us),
+            ("a", 2, 3)
+        );
+        assert_eq!((r[1].message.as_str(), r[1].count), ("b", 1));
+        for i in 0..50 {
+            live.iteration(&mut feed, &fail(&format!("m{i}"), 10 + i), None);
+        }
+        let r = live.recent_failures();
+        assert_eq!(r.len(), RECENT_FAILURES);
+        assert_eq!(r[0].message, "m49");
+        live.event_loop_delay(std::time::Duration::from_millis(3));
+        let h = live.event_loop_delay_histogram().unwrap();
+        assert_eq!(h.len(), 1);
+        assert!((h.max() as i64 - 3000).abs() < 10);
     }
 
     #[test]

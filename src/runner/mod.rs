@@ -4,6 +4,7 @@
 //! writes each run's reports. It reports what happens to an [`Observer`] and returns a
 //! [`RunResult`]; the CLI only turns that into console output and an exit code.
 
+pub mod dashboard;
 mod monitor;
 pub mod observer;
 mod once;
@@ -136,6 +137,8 @@ pub struct RunOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Keep serving the final metrics this long after the run.
     pub metrics_linger: Option<Duration>,
+    /// Serve the live dashboard (`--dashboard`).
+    pub dashboard: Option<dashboard::DashboardOptions>,
     /// The generator's pacing-lag / event-loop-delay p99 limit, ms.
     pub lag_limit_ms: f64,
     /// What a run over that limit is: inconclusive (`fail`, the default) or accepted with a
@@ -167,6 +170,7 @@ impl RunOptions {
             max_duration: None,
             metrics_addr: None,
             metrics_linger: None,
+            dashboard: None,
             lag_limit_ms: crate::judge::health::DEFAULT_LAG_LIMIT_MS,
             on_overload: plan.generator.on_overload,
             handle_signals: false,
@@ -260,9 +264,24 @@ pub async fn run(
         }
     }
     let (stop, stop_rx) = StopControl::new();
+    // The dashboard binds first: a bad or busy address is a usage error before any load.
+    let hub = match &options.dashboard {
+        Some(d) => Some(
+            dashboard::start(d, stop.clone(), observer.clone(), dashboard::initial(&plan)).await?,
+        ),
+        None => None,
+    };
     let (live, server) = match options.metrics_addr {
         Some(addr) => {
-            let listener = prometheus::bind(addr).await?;
+            let listener = match prometheus::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    if let Some(h) = &hub {
+                        h.shutdown();
+                    }
+                    return Err(e);
+                }
+            };
             let bound = listener.local_addr().map_or(addr, |a| a);
             observer.notice(&Notice::Warning(format!(
                 "live metrics on http://{bound}/metrics"
@@ -271,6 +290,11 @@ pub async fn run(
             let server = tokio::spawn(prometheus::serve(listener, live.clone()));
             (Some(live), Some(server))
         }
+        // The dashboard reads the same live aggregates (event-loop delay, recent failures).
+        None if hub.is_some() => (
+            Some(Arc::new(crate::metrics::live::LiveMetrics::default())),
+            None,
+        ),
         None => (None, None),
     };
     let signals = options
@@ -297,6 +321,7 @@ pub async fn run(
         stop: stop.clone(),
         live,
         observer: observer.clone(),
+        dashboard: hub.clone(),
     };
     let sweep = counts.len() > 1;
     let mut outcome = Outcome::Passed;
@@ -345,20 +370,50 @@ pub async fn run(
             }
         }
     }
-    if let Some(server) = server {
-        if let Some(d) = options.metrics_linger.filter(|_| !*stop_rx.borrow()) {
-            observer.notice(&Notice::Warning(format!(
-                "serving the final metrics for {}",
-                crate::distribution::format_duration(d)
-            )));
-            let mut rx = stop_rx.clone();
-            tokio::select! {
-                () = tokio::time::sleep(d) => {}
-                _ = rx.wait_for(|s| *s) => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    if let Some(h) = &hub {
+        h.finished(outcome, sweep_index.as_deref());
+    }
+    // Lingering: the metrics endpoint (not after a stop) and the dashboard (not after a signal:
+    // whoever pressed Ctrl-C wants out; after its own Stop button it shows the verdict).
+    let signalled = matches!(stop.cause(), Some(StopCause::Signal(_)));
+    let metrics_linger = server
+        .as_ref()
+        .and(options.metrics_linger)
+        .filter(|_| !*stop_rx.borrow());
+    let dashboard_linger = hub
+        .as_ref()
+        .and(options.dashboard.as_ref())
+        .and_then(|d| d.linger)
+        .filter(|_| !signalled);
+    if let Some(d) = metrics_linger {
+        observer.notice(&Notice::Warning(format!(
+            "serving the final metrics for {}",
+            crate::distribution::format_duration(d)
+        )));
+    }
+    if let Some(d) = dashboard_linger {
+        observer.notice(&Notice::Warning(format!(
+            "serving the final dashboard for {} (Ctrl-C to leave now)",
+            crate::distribution::format_duration(d)
+        )));
+    }
+    if let Some(d) = metrics_linger.max(dashboard_linger) {
+        let mut rx = stop_rx.clone();
+        let stoppable = metrics_linger.is_some() && dashboard_linger.is_none();
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = rx.wait_for(|s| *s), if stoppable => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
+    } else if hub.as_ref().is_some_and(|h| h.has_viewers()) {
+        // Let open pages receive the final snapshot before the process exits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if let Some(server) = server {
         server.abort();
+    }
+    if let Some(h) = &hub {
+        h.shutdown();
     }
     Ok(RunResult {
         outcome,

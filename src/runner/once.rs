@@ -24,6 +24,8 @@ pub(super) struct Context<'a> {
     pub stop: StopControl,
     pub live: Option<Arc<LiveMetrics>>,
     pub observer: Arc<dyn Observer>,
+    /// The live dashboard, when served.
+    pub dashboard: Option<Arc<super::dashboard::Hub>>,
 }
 
 /// Failure classes that mean the call never reached the agent.
@@ -48,6 +50,7 @@ pub(super) async fn run_once(
         .load
         .iterations
         .map(|n| n * crate::shard::users_of(plan.load.shard, plan.load.users).len() as u64);
+    let dashboard_done = done_rx.clone();
     let ticker = tokio::spawn(tick_progress(
         progress.clone(),
         planned,
@@ -96,18 +99,20 @@ pub(super) async fn run_once(
     // The run's central, bounded view of finished iterations: the abort monitor judges it,
     // and it keeps the per-step series windowed thresholds are judged from at the end.
     let windows = crate::metrics::Windows::for_thresholds(&plan.thresholds);
-    let live_summary: Option<report::timeline::LiveSummary> =
-        (!abort_specs.is_empty() || windows.is_configured()).then(|| {
-            Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
-                crate::metrics::Recorder {
-                    windows,
-                    ..crate::metrics::Recorder::default()
-                },
-                plan.metrics.clone(),
-                Duration::ZERO,
-                false,
-            )))
-        });
+    let live_summary: Option<report::timeline::LiveSummary> = (!abort_specs.is_empty()
+        || windows.is_configured()
+        || ctx.dashboard.is_some())
+    .then(|| {
+        Arc::new(std::sync::Mutex::new(crate::metrics::Summary::new(
+            crate::metrics::Recorder {
+                windows,
+                ..crate::metrics::Recorder::default()
+            },
+            plan.metrics.clone(),
+            Duration::ZERO,
+            false,
+        )))
+    });
     let (sink, sink_rx) = std::sync::mpsc::channel();
     let csv_path = opts.out.join(report::output_name("timeline.csv", suffix));
     let stream = match report::timeline::Stream::start(&csv_path, sink_rx, live_summary.clone()) {
@@ -129,6 +134,21 @@ pub(super) async fn run_once(
                 observer.clone(),
             ))
         });
+    let dashboard = ctx.dashboard.clone().map(|hub| {
+        super::dashboard::follow(
+            hub,
+            plan,
+            super::dashboard::Sources {
+                progress: progress.clone(),
+                summary: live_summary.clone(),
+                live: ctx.live.clone(),
+                lag_limit_ms: opts.lag_limit_ms,
+                builtin,
+                planned,
+            },
+            dashboard_done,
+        )
+    });
     let sampler = Sampler::start(
         opts.target_pid,
         builtin && opts.target_pid.is_none(),
@@ -157,6 +177,9 @@ pub(super) async fn run_once(
         .ok();
     let _ = done_tx.send(true);
     let _ = ticker.await;
+    if let Some(d) = dashboard {
+        let _ = d.await;
+    }
     observer.load_ended();
     let outcome = match outcome {
         Ok(o) => o,
@@ -225,6 +248,8 @@ pub(super) async fn run_once(
     let all_refused = rep.iterations.total > 0 && not_connected == rep.iterations.total;
     let code = if let Some(StopCause::Signal(s)) = &cause {
         Outcome::Stopped(*s)
+    } else if let Some(StopCause::Dashboard) = &cause {
+        Outcome::Stopped(super::Signal::Interrupt)
     } else if let Some(StopCause::Threshold(_)) = &cause {
         Outcome::ThresholdFailed
     } else if rep.aborted && cause.is_none() {
@@ -254,6 +279,9 @@ pub(super) async fn run_once(
         outcome: code,
     };
     observer.run_finished(&finished, &opts.out);
+    if let Some(hub) = &ctx.dashboard {
+        hub.run_finished(&finished, &opts.out);
+    }
     if all_refused {
         warn(format!(
             "every connection to {} failed; the run could not proceed",

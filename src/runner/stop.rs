@@ -17,13 +17,16 @@ pub enum StopCause {
     MaxDuration(Duration),
     /// An `abort_on_fail` threshold failed: `metric expression (observed …)`.
     Threshold(String),
+    /// The dashboard's Stop button: ends the run as Ctrl-C does (report `stopped_by:
+    /// "signal"`, exit code 130).
+    Dashboard,
 }
 
 impl StopCause {
     /// The `stopped_by` value of the report.
     pub fn kind(&self) -> &'static str {
         match self {
-            StopCause::Signal(_) => "signal",
+            StopCause::Signal(_) | StopCause::Dashboard => "signal",
             StopCause::MaxDuration(_) => "max_duration",
             StopCause::Threshold(_) => "threshold",
         }
@@ -38,6 +41,7 @@ impl StopCause {
                 crate::distribution::format_duration(*d)
             ),
             StopCause::Threshold(t) => format!("aborted by threshold {t}"),
+            StopCause::Dashboard => "stopped from the dashboard (as by SIGINT)".to_string(),
         }
     }
 }
