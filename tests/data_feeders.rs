@@ -130,6 +130,7 @@ async fn a_check_naming_another_rows_value_fails() {
 
 /// A WebSocket server that records each handshake's path and `x-caller` header, reads until
 /// the caller closes.
+#[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
 async fn recording_server() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
