@@ -153,7 +153,14 @@ async fn recording_server() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
                     Ok(resp)
                 };
                 if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await {
-                    while let Some(Ok(_)) = ws.next().await {}
+                    while let Some(Ok(msg)) = ws.next().await {
+                        // Twilio's `start` carries the custom parameters.
+                        if let Ok(text) = msg.to_text()
+                            && text.contains("\"event\":\"start\"")
+                        {
+                            log.lock().unwrap().push(("start".into(), text.to_string()));
+                        }
+                    }
                 }
             });
         }
@@ -197,6 +204,7 @@ scenarios:
         read(&out.join("summary.md"))
     );
     let mut got = seen.lock().unwrap().clone();
+    got.retain(|(path, _)| path != "start");
     got.sort();
     assert_eq!(
         got,
@@ -208,6 +216,55 @@ scenarios:
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_fill_in_twilio_custom_parameters() {
+    let (url, seen) = recording_server().await;
+    let dir = temp_dir("data-twilio");
+    write(&dir, "callers.csv", "phone\n+15550001\n+15550002\n");
+    let plan = write(
+        &dir,
+        "plan.yaml",
+        &r#"name: twilio rows
+data: { file: callers.csv, pick: unique }
+target:
+  url: "URL"
+  protocol: twilio
+  twilio:
+    custom_parameters: { caller: "{{ row.phone }}", campaign: fixed }
+load: { users: 2, iterations: 1 }
+scenarios:
+  - name: call
+    steps:
+      - send_audio: { silence: 100ms }
+      - wait: 50ms
+"#
+        .replace("URL", &url),
+    );
+    let out = dir.join("report");
+    assert_eq!(
+        run_plan(&plan, &out, |_| {}).await,
+        0,
+        "{}",
+        read(&out.join("summary.md"))
+    );
+    let mut callers: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k == "start")
+        .map(|(_, text)| {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["start"]["customParameters"]["campaign"], "fixed", "{v}");
+            v["start"]["customParameters"]["caller"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    callers.sort();
+    assert_eq!(callers, ["+15550001", "+15550002"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
