@@ -355,7 +355,7 @@ fn rows_that_fill_in_the_same_values_share_one_rendering_and_audio_is_decoded_on
     let plan = write(
         &dir,
         "plan.yaml",
-        "name: share\ndata: { file: rows.csv, pick: random }\ntarget: { url: builtin }\nload: { users: 50 }\nscenarios:\n  - name: s\n    steps:\n      - send_audio: \"{{ row.clip }}\"\n",
+        "name: share\nvars: { rows: rows.csv }\ndata: { file: \"{{ vars.rows }}\", pick: random }\ntarget: { url: builtin }\nload: { users: 50 }\nscenarios:\n  - name: s\n    steps:\n      - send_audio: \"{{ row.clip }}\"\n",
     );
     let lp = planrun::plan::load(&plan).unwrap();
     let c = planrun::plan::compile::compile(&lp).unwrap();
@@ -371,8 +371,8 @@ fn rows_that_fill_in_the_same_values_share_one_rendering_and_audio_is_decoded_on
     assert!(!Arc::ptr_eq(&a, &b));
     // `random` is a seeded draw per user: the same user gets the same row every call.
     for user in 0..50 {
-        let v = data.variant(user, 0) as *const _;
-        assert_eq!(v, data.variant(user, 7) as *const _);
+        let v = data.variant(data.seed, user, 0) as *const _;
+        assert_eq!(v, data.variant(data.seed, user, 7) as *const _);
     }
     let distinct: BTreeSet<usize> = (0..50)
         .map(|u| planrun::plan::compile::row_of(data.kind, data.rows, data.seed, u, 0))

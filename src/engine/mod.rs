@@ -411,7 +411,10 @@ async fn user_loop(
             break;
         }
         // Per-caller data: this call's row decides what it sends and where.
-        let variant = plan.data.as_ref().map(|d| d.variant(user, iteration));
+        let variant = plan
+            .data
+            .as_ref()
+            .map(|d| d.variant(plan.load.seed, user, iteration));
         let scenarios = variant.map_or(&plan.scenarios, |v| &v.scenarios);
         let idx = choose_scenario(scenarios, &mut scenario_rng);
         let scenario = &scenarios[idx];

@@ -446,22 +446,6 @@ pub(crate) fn resolve(lp: &mut LoadedPlan) -> Result<(), PlanError> {
         return Err(PlanError(errs));
     }
 
-    // data
-    let data = match &lp.plan.data {
-        Some(spec) => match super::compile::read_data(spec, &|w| lp.resolve(w)) {
-            Ok(d) => Some(Arc::new(d)),
-            Err(e) => {
-                return Err(PlanError(vec![lp.diag(
-                    &[Seg::Key("data".into()), Seg::Key(e.key.into())],
-                    e.message,
-                    e.hint,
-                )]));
-            }
-        },
-        None => None,
-    };
-    let columns = data.as_ref().map(|d| d.columns.clone());
-
     // Merge: later definitions (the including file's) win.
     let mut vars_raw: BTreeMap<String, (String, usize)> = BTreeMap::new();
     let mut fragments: BTreeMap<String, (Value, Vec<Step>, usize)> = BTreeMap::new();
@@ -480,6 +464,62 @@ pub(crate) fn resolve(lp: &mut LoadedPlan) -> Result<(), PlanError> {
         lp.origin.insert(("vars".into(), name.clone()), *file);
     }
     let var_names: Vec<String> = vars_raw.keys().cloned().collect();
+
+    // The values of `vars:` with `env` filled in (a bad one is reported where it is written,
+    // by the template check below).
+    let vars_early: BTreeMap<String, String> = vars_raw
+        .iter()
+        .filter_map(|(name, (raw, _))| {
+            let t = Template::parse(raw, &scope_for(&[Seg::Key("vars".into())], None, &[])).ok()?;
+            Some((
+                name.clone(),
+                super::template::render(&t, &Context::default()).ok()?,
+            ))
+        })
+        .collect();
+
+    // data: its paths may use `vars` and `env`.
+    let data = match &lp.plan.data {
+        Some(spec) => {
+            let mut spec = spec.clone();
+            let cx = Context {
+                vars: Some(&vars_early),
+                ..Context::default()
+            };
+            for (key, field) in [("file", &mut spec.file), ("audio_dir", &mut spec.audio_dir)] {
+                let Some(written) = field.as_mut().filter(|w| Template::has_expressions(w)) else {
+                    continue;
+                };
+                let filled = Template::parse(
+                    written,
+                    &scope_for(&[Seg::Key("data".into())], None, &var_names),
+                )
+                .and_then(|t| super::template::render(&t, &cx));
+                match filled {
+                    Ok(v) => *written = v,
+                    Err(e) => {
+                        return Err(PlanError(vec![lp.diag(
+                            &[Seg::Key("data".into()), Seg::Key(key.into())],
+                            e.message,
+                            e.hint,
+                        )]));
+                    }
+                }
+            }
+            match super::compile::read_data(&spec, &|w| lp.resolve(w)) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    return Err(PlanError(vec![lp.diag(
+                        &[Seg::Key("data".into()), Seg::Key(e.key.into())],
+                        e.message,
+                        e.hint,
+                    )]));
+                }
+            }
+        }
+        None => None,
+    };
+    let columns = data.as_ref().map(|d| d.columns.clone());
 
     // Check every template where it is written.
     let mut any = check_tree_of(lp, 0, columns.as_deref(), &var_names, &[], &mut errs);

@@ -6,6 +6,11 @@
 //! against the names that exist ([`Scope`]), so a typo is a plan error with the offset of the
 //! expression and a did-you-mean. [`render`] then fills it in from a [`Context`]. Values read
 //! from the environment are registered as secrets ([`crate::redact`]).
+//!
+//! The plan's own passes use it first: at load every string's `vars.`/`env.` names are filled
+//! in, and at compile each data row's `row.` names (one rendering per distinct row). So a step's
+//! string reaching compile (a `send_json` body) holds at most `{{ event.… }}` names: parse it
+//! with `Scope { event: true, .. }` and [`render`] it per call with `Context { event, .. }`.
 
 use std::collections::BTreeMap;
 

@@ -323,20 +323,16 @@ pub fn row_of(kind: DataKind, rows: usize, seed: u64, user: u32, iteration: u64)
     }
 }
 
-/// Each distinct rendering with the first row that made it, and each row's rendering.
-pub(super) type Renderings = (Vec<(usize, crate::plan::Plan)>, Vec<u32>);
+/// Whether the plan names a row field anywhere (then each distinct row renders it anew).
+pub(super) fn uses_rows(lp: &crate::plan::LoadedPlan) -> bool {
+    lp.data.is_some() && lp.value.is_some() && !used_columns(lp).is_empty()
+}
 
-/// The plan rendered once per distinct data row (rows that fill in the same values share a
-/// rendering), with each row's rendering index; None when no string names a row field.
-pub(super) fn renderings(
-    lp: &crate::plan::LoadedPlan,
-    errs: &mut Vec<crate::plan::Diagnostic>,
-) -> Option<Renderings> {
-    use crate::plan::diag::Seg;
-    use crate::plan::template::{Context, Ns, Scope, Template};
-    let ds = lp.data.as_ref()?;
-    let value = lp.value.as_ref()?;
-    // The row fields the plan uses.
+fn used_columns(lp: &crate::plan::LoadedPlan) -> Vec<String> {
+    use crate::plan::template::{Ns, Scope, Template};
+    let (Some(ds), Some(value)) = (lp.data.as_ref(), lp.value.as_ref()) else {
+        return Vec::new();
+    };
     let mut used: Vec<String> = Vec::new();
     let scope = Scope {
         row: Some(&ds.columns),
@@ -360,11 +356,25 @@ pub(super) fn renderings(
             _ => {}
         }
     }
-    if used.is_empty() {
-        return None;
-    }
+    used
+}
+
+/// Render the plan once per distinct data row (rows that fill in the same values share a
+/// rendering), handing each rendering (with the first row that made it) to `each` as it is
+/// made, so only one is held at a time; `each` returns false to stop. Returns each row's
+/// rendering index (None when a row does not render: an error is pushed).
+pub(super) fn renderings(
+    lp: &crate::plan::LoadedPlan,
+    errs: &mut Vec<crate::plan::Diagnostic>,
+    each: &mut dyn FnMut(usize, crate::plan::Plan) -> bool,
+) -> Option<Vec<u32>> {
+    use crate::plan::diag::Seg;
+    use crate::plan::template::{Context, Ns};
+    let ds = lp.data.as_ref()?;
+    let value = lp.value.as_ref()?;
+    let used = used_columns(lp);
     let mut keys: std::collections::HashMap<Vec<&str>, u32> = std::collections::HashMap::new();
-    let mut plans = Vec::new();
+    let mut made = 0u32;
     let mut row_variant = Vec::with_capacity(ds.rows.len());
     for (r, row) in ds.rows.iter().enumerate() {
         let key: Vec<&str> = used
@@ -391,10 +401,12 @@ pub(super) fn renderings(
         .and_then(|()| serde_json::from_value::<crate::plan::Plan>(v).map_err(|e| e.to_string()));
         match rendered {
             Ok(p) => {
-                let k = plans.len() as u32;
-                keys.insert(key, k);
-                row_variant.push(k);
-                plans.push((r, p));
+                keys.insert(key, made);
+                row_variant.push(made);
+                made += 1;
+                if !each(r, p) {
+                    return None;
+                }
             }
             Err(e) => {
                 errs.push(lp.diag(
@@ -406,7 +418,7 @@ pub(super) fn renderings(
             }
         }
     }
-    Some((plans, row_variant))
+    Some(row_variant)
 }
 
 #[cfg(test)]

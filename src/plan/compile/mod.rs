@@ -65,6 +65,7 @@ pub struct Variant {
 pub struct DataPlan {
     pub kind: DataKind,
     pub rows: usize,
+    /// The plan's seed at compile time (a run passes its own to [`DataPlan::variant`]).
     pub seed: u64,
     /// Row → index in `variants`.
     pub row_variant: Vec<u32>,
@@ -72,9 +73,10 @@ pub struct DataPlan {
 }
 
 impl DataPlan {
-    /// The rendering call `iteration` of `user` runs.
-    pub fn variant(&self, user: u32, iteration: u64) -> &Variant {
-        let row = row_of(self.kind, self.rows, self.seed, user, iteration);
+    /// The rendering call `iteration` of `user` runs, with the run's `seed` (the plan's, or
+    /// `--seed`).
+    pub fn variant(&self, seed: u64, user: u32, iteration: u64) -> &Variant {
+        let row = row_of(self.kind, self.rows, seed, user, iteration);
         let v = self.row_variant.get(row).copied().unwrap_or(0) as usize;
         &self.variants[v.min(self.variants.len() - 1)]
     }
@@ -247,30 +249,30 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     let mut errs: Vec<Diagnostic> = Vec::new();
     let mut scenarios = Vec::new();
 
-    let rendered = data::renderings(lp, &mut errs);
+    let with_rows = data::uses_rows(lp);
     // With data rows, every row's rendering has its own wire settings.
-    let base_wire = rendered
-        .is_none()
-        .then(|| super::target::compile_wire(lp, &mut errs));
-    let mut variants = Vec::new();
-    let mut cx = Cx::new(lp, rate, &mut clips, &mut errs);
-    if let Some((plans, _)) = &rendered {
+    let base_wire = (!with_rows).then(|| super::target::compile_wire(lp, &mut errs));
+    let mut variants: Vec<Variant> = Vec::new();
+    let mut carry = scenario::Carry::default();
+    let rendered = if with_rows {
         let mut total_steps = 0usize;
-        for (k, (row, p)) in plans.iter().enumerate() {
-            cx.plan = p;
+        let mut row_errs = Vec::new();
+        let mut each = |row: usize, p: super::Plan| -> bool {
+            let mut cx = Cx::new(lp, rate, &mut clips, &mut row_errs);
+            cx.resume(std::mem::take(&mut carry));
+            cx.plan = &p;
             cx.row_note = format!("data row {}: ", row + 1);
-            let scs = scenarios_of(&mut cx, p);
+            let scs = scenarios_of(&mut cx, &p);
             total_steps = total_steps.saturating_add(scs.iter().map(|s| s.steps.len()).sum());
             if total_steps > MAX_VARIANT_STEPS {
                 cx.row_note.clear();
                 cx.error_at(
                     &plan_path!["data"],
                     format!(
-                        "the data's {} distinct rows compile to more than {MAX_VARIANT_STEPS} steps in all",
-                        plans.len()
+                        "the data's distinct rows compile to more than {MAX_VARIANT_STEPS} steps in all"
                     ),
                 );
-                break;
+                return false;
             }
             let mut wire_errs = Vec::new();
             let wire = super::target::compile_wire_of(lp, &p.target, &mut wire_errs);
@@ -287,26 +289,43 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             {
                 cx.error_at(
                     &plan_path!["target", "url"],
-                    format!("data row {}: target url `{written}` is not a ws://, wss:// or http(s):// URL", row + 1),
+                    format!(
+                        "data row {}: target url `{written}` is not a ws://, wss:// or http(s):// URL",
+                        row + 1
+                    ),
                 );
             }
-            if k == 0 {
-                scenarios = scs.clone();
-            }
+            let gave_up = cx.gave_up();
+            carry = cx.suspend();
             variants.push(Variant {
                 scenarios: scs,
                 wire,
                 url,
             });
-        }
+            !gave_up
+        };
+        let r = data::renderings(lp, &mut errs, &mut each);
+        errs.append(&mut row_errs);
+        r
     } else {
+        let mut cx = Cx::new(lp, rate, &mut clips, &mut errs);
         scenarios = scenarios_of(&mut cx, plan);
+        None
+    };
+    if let Some(v) = variants.first() {
+        scenarios = v.scenarios.clone();
     }
-    drop(cx);
-    if !errs.is_empty() {
+    if !errs.is_empty() || (with_rows && rendered.is_none()) {
+        if errs.is_empty() {
+            errs.push(lp.diag(
+                &plan_path!["data"],
+                "the data's rows could not be compiled",
+                None,
+            ));
+        }
         return Err(PlanError(errs));
     }
-    let data_plan = rendered.map(|(_, row_variant)| {
+    let data_plan = rendered.map(|row_variant| {
         Arc::new(DataPlan {
             kind: lp
                 .data

@@ -40,6 +40,14 @@ pub(super) struct Cx<'a> {
     gave_up: bool,
 }
 
+/// Compile state carried from one data row's rendering to the next.
+#[derive(Default)]
+pub(super) struct Carry {
+    outs: HashMap<String, (Arc<Clip>, Option<String>, String)>,
+    audio_samples: u64,
+    gave_up: bool,
+}
+
 impl<'a> Cx<'a> {
     pub(super) fn new(
         lp: &'a LoadedPlan,
@@ -67,6 +75,27 @@ impl<'a> Cx<'a> {
 
     pub(super) fn push(&mut self, d: Diagnostic) {
         self.errs.push(d);
+    }
+
+    /// Whether a limit stopped compiling.
+    pub(super) fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// What the next data row's compile carries over: built audio, the audio budget.
+    pub(super) fn suspend(self) -> Carry {
+        Carry {
+            outs: self.outs,
+            audio_samples: self.audio_samples,
+            gave_up: self.gave_up,
+        }
+    }
+
+    /// Go on from an earlier row's [`Carry`].
+    pub(super) fn resume(&mut self, c: Carry) {
+        self.outs = c.outs;
+        self.audio_samples = c.audio_samples;
+        self.gave_up = c.gave_up;
     }
 
     fn error(&mut self, path: &[Seg], key: &str, message: String) {
