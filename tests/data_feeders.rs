@@ -98,6 +98,28 @@ async fn each_user_sends_its_rows_audio_and_the_agent_hears_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_users_than_unique_rows_is_refused_before_any_call() {
+    let dir = temp_dir("data-unique-override");
+    write(
+        &dir,
+        "callers.csv",
+        &format!("clip,word\n{},hello\n", audio("hello.wav")),
+    );
+    let plan = write(
+        &dir,
+        "plan.yaml",
+        &ROWS_PLAN
+            .replace("PICK", "unique")
+            .replace("USERS", "1")
+            .replace("ITER", "1"),
+    );
+    // The plan's own 1 user fits; `--users 3` does not.
+    let out = dir.join("report");
+    assert_eq!(run_plan(&plan, &out, |o| o.users = Some(3)).await, 2);
+    assert!(!out.join("metrics.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_naming_another_rows_value_fails() {
     // The `where:` is filled per row: a row whose word its clip does not say fails its check.
     let dir = temp_dir("data-rows-wrong");
@@ -371,8 +393,8 @@ fn rows_that_fill_in_the_same_values_share_one_rendering_and_audio_is_decoded_on
     assert!(!Arc::ptr_eq(&a, &b));
     // `random` is a seeded draw per user: the same user gets the same row every call.
     for user in 0..50 {
-        let v = data.variant(data.seed, user, 0) as *const _;
-        assert_eq!(v, data.variant(data.seed, user, 7) as *const _);
+        let v = data.variant(data.seed, user, 0).unwrap() as *const _;
+        assert_eq!(v, data.variant(data.seed, user, 7).unwrap() as *const _);
     }
     let distinct: BTreeSet<usize> = (0..50)
         .map(|u| planrun::plan::compile::row_of(data.kind, data.rows, data.seed, u, 0))

@@ -414,7 +414,7 @@ async fn user_loop(
         let variant = plan
             .data
             .as_ref()
-            .map(|d| d.variant(plan.load.seed, user, iteration));
+            .and_then(|d| d.variant(plan.load.seed, user, iteration));
         let scenarios = variant.map_or(&plan.scenarios, |v| &v.scenarios);
         let idx = choose_scenario(scenarios, &mut scenario_rng);
         let scenario = &scenarios[idx];

@@ -45,9 +45,9 @@ pub struct CompiledPlan {
     pub metrics: Vec<String>,
     /// Where received audio is saved (set by the caller when `report.record_audio` asks).
     pub audio_dir: Option<PathBuf>,
-    /// Per-caller data whose rows change what a call sends (`{{ row.… }}`): each call runs
-    /// its row's rendering of the scenarios and wire settings. None: every call runs
-    /// `scenarios` and `target.wire`.
+    /// Per-caller data (`data:`). When its rows change what a call sends (`{{ row.… }}`), each
+    /// call runs its row's rendering of the scenarios and wire settings; otherwise (and with
+    /// no `data:`) every call runs `scenarios` and `target.wire`.
     pub data: Option<Arc<DataPlan>>,
 }
 
@@ -74,11 +74,22 @@ pub struct DataPlan {
 
 impl DataPlan {
     /// The rendering call `iteration` of `user` runs, with the run's `seed` (the plan's, or
-    /// `--seed`).
-    pub fn variant(&self, seed: u64, user: u32, iteration: u64) -> &Variant {
+    /// `--seed`); None when no string names a row field.
+    pub fn variant(&self, seed: u64, user: u32, iteration: u64) -> Option<&Variant> {
         let row = row_of(self.kind, self.rows, seed, user, iteration);
         let v = self.row_variant.get(row).copied().unwrap_or(0) as usize;
-        &self.variants[v.min(self.variants.len() - 1)]
+        self.variants.get(v)
+    }
+
+    /// Why `users` callers cannot run with this data (`pick: unique` with fewer rows).
+    pub fn refuses(&self, users: u32) -> Option<String> {
+        (self.kind == DataKind::File(super::model::Pick::Unique) && (users as usize) > self.rows)
+            .then(|| {
+                format!(
+                    "`pick: unique` gives each user its own row, but the data has {} rows for {users} users",
+                    self.rows
+                )
+            })
     }
 }
 
@@ -325,20 +336,20 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         }
         return Err(PlanError(errs));
     }
-    let data_plan = rendered.map(|row_variant| {
+    let data_plan = lp.data.as_ref().map(|d| {
         Arc::new(DataPlan {
-            kind: lp
-                .data
-                .as_ref()
-                .map_or(DataKind::File(Default::default()), |d| d.kind),
-            rows: row_variant.len(),
+            kind: d.kind,
+            rows: d.rows.len(),
             seed: plan.load.seed,
-            row_variant,
+            row_variant: rendered.unwrap_or_default(),
             variants,
         })
     });
-    let wire = match (&data_plan, base_wire) {
-        (Some(d), _) => d.variants[0].wire.clone(),
+    let wire = match (
+        data_plan.as_ref().and_then(|d| d.variants.first()),
+        base_wire,
+    ) {
+        (Some(v), _) => v.wire.clone(),
         (None, w) => w.unwrap_or_default(),
     };
 
