@@ -93,6 +93,43 @@ const CASES: &[(&str, &str, &str)] = &[
         "trailing_silence must be at most 10m",
     ),
     ("alias_bomb.yaml", "15:48", "alias replay limit exceeded"),
+    (
+        "data_missing_file.yaml",
+        "3:9",
+        "cannot read data file `data/nobody.csv`",
+    ),
+    (
+        "data_malformed.yaml",
+        "3:9",
+        "line 3: 1 fields where the header has 2",
+    ),
+    (
+        "data_unknown_column.yaml",
+        "8:40",
+        "the data has no column `clpi`",
+    ),
+    (
+        "data_unique_too_few.yaml",
+        "4:9",
+        "the data has 2 rows for 5 users",
+    ),
+    ("unknown_fragment.yaml", "10:14", "no fragment named `gret`"),
+    ("unknown_var.yaml", "9:22", "no variable `clips_dir`"),
+    (
+        "include_cycle.yaml",
+        "tests/broken_plans/include/cycle_b.yaml:1:11",
+        "include cycle: cycle_a.yaml → cycle_b.yaml → cycle_a.yaml",
+    ),
+    (
+        "include_error.yaml",
+        "tests/broken_plans/include/bad_fragment.yaml:7:38",
+        "no variable `clp`",
+    ),
+    (
+        "fragment_cycle.yaml",
+        "7:12",
+        "fragment `a` uses itself: a → b → a",
+    ),
 ];
 
 /// Hints that must accompany some errors (the fix, not just the problem).
@@ -108,6 +145,10 @@ const HINTS: &[(&str, &str)] = &[
     ("unknown_metric_threshold.yaml", "did you mean `ttfa`?"),
     ("zero_weights.yaml", "positive `weight`"),
     ("negative_users.yaml", "cannot be negative"),
+    ("data_unknown_column.yaml", "did you mean `{{ row.clip }}`?"),
+    ("unknown_fragment.yaml", "did you mean `greet`?"),
+    ("unknown_var.yaml", "did you mean `{{ vars.clip_dir }}`?"),
+    ("include_error.yaml", "did you mean `{{ vars.clip }}`?"),
 ];
 
 fn planrun(args: &[&str]) -> (i32, String) {
@@ -129,7 +170,12 @@ fn every_broken_plan_exits_2_with_a_positioned_error() {
         let shown = path.display().to_string();
         for args in [vec!["validate", shown.as_str()], vec![shown.as_str()]] {
             let (code, stderr) = planrun(&args);
-            let located = format!("{shown}:{at}: error: ");
+            // An error inside an included file names that file: `at` is then `path:line:col`.
+            let located = if at.contains('/') {
+                format!("{at}: error: ")
+            } else {
+                format!("{shown}:{at}: error: ")
+            };
             let ok = code == 2
                 && stderr.contains(&located)
                 && stderr.contains(message)

@@ -2,7 +2,9 @@
 
 mod args;
 mod compare;
+mod completions;
 mod console;
+pub mod init;
 mod merge;
 mod rerender;
 mod run;
@@ -60,6 +62,8 @@ Examples:
   planrun run plans/quickstart.yaml --target ws://127.0.0.1:9000/
   planrun validate plans/*.yaml plans/*.toml    check plans without running them
   planrun schema > schemas/plan.schema.json     print the plan's JSON Schema
+  planrun init --protocol twilio plans/my_bot.yaml   starter plan + CI workflow
+  planrun completions bash                      shell completions (bash, zsh, fish, …)
   planrun agent --listen 127.0.0.1:9000         run the built-in reference agent
   planrun plans/quickstart.yaml --format html,json --template notes.md=notes.md.j2
   planrun compare reports/main-run reports/pr-run   compare two runs (Markdown)
@@ -141,6 +145,33 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Write a commented starter plan for a protocol and a CI workflow that runs it
+    /// (`.github/workflows/voice-load.yml`); asks nothing.
+    Init {
+        /// The plan file to write (`.yaml`).
+        file: PathBuf,
+        /// The wire protocol of the bot under test.
+        #[arg(long, value_enum, default_value = "raw")]
+        protocol: init::InitProtocol,
+        /// Overwrite files that already exist.
+        #[arg(long)]
+        force: bool,
+        /// Write only the plan, no CI workflow.
+        #[arg(long)]
+        no_workflow: bool,
+    },
+    /// Print a shell completion script: `planrun completions bash > /etc/bash_completion.d/planrun`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder.
+    Man {
+        /// Write `planrun.1` and `planrun-COMMAND.1` pages into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Re-render a finished run's reports from its metrics.json and run.json.
     Report {
         /// The run folder.
@@ -184,6 +215,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Some(Command::Run { plan, args }) => run::run_plan(plan, args).await,
         Some(Command::Validate { plans }) => validate::validate(&plans),
+        Some(Command::Init {
+            file,
+            protocol,
+            force,
+            no_workflow,
+        }) => init::init(&file, protocol, force, no_workflow),
+        Some(Command::Completions { shell }) => completions::completions(shell),
+        Some(Command::Man { out }) => completions::man(out.as_deref()),
         Some(Command::Schema) => {
             println!("{}", schema_json());
             exit::PASSED

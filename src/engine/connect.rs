@@ -52,6 +52,27 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// The connection of a call whose data row changed the wire settings (`{{ row.… }}` in the
+    /// target's url, headers or query): `base` is the run's connection.
+    pub fn for_row(
+        base: &Connection,
+        wire: &crate::plan::target::WireSpec,
+        url: &crate::plan::compile::TargetUrl,
+    ) -> Connection {
+        let root = match url {
+            crate::plan::compile::TargetUrl::Builtin => {
+                base.url.split('?').next().unwrap_or_default().to_string()
+            }
+            crate::plan::compile::TargetUrl::Url(u) => u.clone(),
+        };
+        let mut c = Connection::new(&root, &wire.query);
+        c.headers = wire.headers.clone();
+        c.subprotocols = wire.subprotocols.clone();
+        c.tls = wire.tls.clone();
+        c.builtin = base.builtin;
+        c
+    }
+
     /// `base` plus the query parameters (values percent-encoded).
     pub fn new(base: &str, query: &[(String, String)]) -> Self {
         let mut url = base.to_string();

@@ -412,12 +412,19 @@ async fn user_loop(
         {
             break;
         }
-        let idx = choose_scenario(&plan.scenarios, &mut scenario_rng);
-        let scenario = &plan.scenarios[idx];
+        // Per-caller data: this call's row decides what it sends and where.
+        let variant = plan
+            .data
+            .as_ref()
+            .and_then(|d| d.variant(plan.load.seed, user, iteration));
+        let scenarios = variant.map_or(&plan.scenarios, |v| &v.scenarios);
+        let idx = choose_scenario(scenarios, &mut scenario_rng);
+        let scenario = &scenarios[idx];
+        let row_conn = variant.map(|v| connect::Connection::for_row(&conn, &v.wire, &v.url));
         let begin = Instant::now();
         let mut ctx = call::Ctx {
-            conn: &conn,
-            wire: &plan.target.wire,
+            conn: row_conn.as_ref().unwrap_or(&conn),
+            wire: variant.map_or(&plan.target.wire, |v| &v.wire),
             connect_timeout: plan.target.connect_timeout,
             sample_rate: plan.target.sample_rate,
             speech_threshold_dbfs: plan.target.speech_threshold_dbfs,

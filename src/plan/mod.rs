@@ -6,12 +6,14 @@
 pub mod compile;
 pub mod diag;
 mod fuzz;
+mod include;
 pub mod load;
 pub mod load_shape;
 pub mod model;
 pub mod secrets;
 pub mod shape;
 pub mod target;
+pub mod template;
 pub mod threshold_expr;
 pub mod validate;
 
@@ -86,14 +88,35 @@ pub fn walk_steps<'a>(
     prefix: &[Seg],
     f: &mut dyn FnMut(&'a model::Step, &[Seg]),
 ) {
+    let mut list = prefix.to_vec();
+    list.push(Seg::Key("steps".into()));
+    walk_list(steps, &list, f);
+}
+
+/// [`walk_steps`] of a step list at `list` (a scenario's `steps`, a fragment).
+pub fn walk_list<'a>(
+    steps: &'a [model::Step],
+    list: &[Seg],
+    f: &mut dyn FnMut(&'a model::Step, &[Seg]),
+) {
     for (i, step) in steps.iter().enumerate() {
-        let mut path = prefix.to_vec();
-        path.push(Seg::Key("steps".into()));
+        let mut path = list.to_vec();
         path.push(Seg::Index(i));
         f(step, &path);
         if let Some(inner) = &step.steps {
             walk_steps(inner, &path, f);
         }
+    }
+}
+
+/// Visit every step of every fragment (`fragments:`), each once, with its document path.
+pub fn walk_fragments<'a>(plan: &'a Plan, f: &mut dyn FnMut(&'a model::Step, &[Seg])) {
+    for (name, steps) in &plan.fragments {
+        walk_list(
+            steps,
+            &[Seg::Key("fragments".into()), Seg::Key(name.clone())],
+            f,
+        );
     }
 }
 

@@ -36,7 +36,11 @@ pub struct WireSpec {
 
 /// Compile `plan.target`'s wire settings, pushing positioned errors.
 pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
-    let t: &Target = &lp.plan.target;
+    compile_wire_of(lp, &lp.plan.target, errs)
+}
+
+/// [`compile_wire`] of `t` (the plan's target, or a data row's rendering of it).
+pub fn compile_wire_of(lp: &LoadedPlan, t: &Target, errs: &mut Vec<Diagnostic>) -> WireSpec {
     let mut err = |path: &[Seg], message: String| errs.push(lp.diag(path, message, None));
     let mut interp = |path: &[Seg], value: &str| match interpolate_env(value) {
         Ok(v) => v,

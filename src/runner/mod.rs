@@ -227,6 +227,14 @@ pub async fn run(
     if let Some(s) = options.seed {
         plan.load.seed = s;
     }
+    // `--users` may ask for more callers than a `pick: unique` data file has rows.
+    if let Some(why) = plan
+        .data
+        .as_ref()
+        .and_then(|d| d.refuses(counts.iter().copied().max().unwrap_or(0)))
+    {
+        return Err(RunError::Invalid(why));
+    }
     plan.load.shard = options.shard;
     if let Some(s) = plan.load.shard {
         if plan.load.stages.is_some() {

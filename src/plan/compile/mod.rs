@@ -1,9 +1,12 @@
 //! Compile a validated plan into what the engine executes: durations as `Duration`, audio decoded
 //! and resampled once and shared, every step tagged with its position in the plan.
 
+mod data;
 mod scenario;
 mod step;
 
+pub(crate) use data::read_limited;
+pub use data::{DataError, DataKind, DataSet, MAX_ROWS, Row, read as read_data, row_of};
 pub use step::*;
 
 use std::collections::HashMap;
@@ -42,7 +45,56 @@ pub struct CompiledPlan {
     pub metrics: Vec<String>,
     /// Where received audio is saved (set by the caller when `report.record_audio` asks).
     pub audio_dir: Option<PathBuf>,
+    /// Per-caller data (`data:`). When its rows change what a call sends (`{{ row.… }}`), each
+    /// call runs its row's rendering of the scenarios and wire settings; otherwise (and with
+    /// no `data:`) every call runs `scenarios` and `target.wire`.
+    pub data: Option<Arc<DataPlan>>,
 }
+
+/// One data row's rendering of the plan's scenarios and wire settings (rows that fill in the
+/// same values share one).
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub scenarios: Vec<ScenarioSpec>,
+    pub wire: super::target::WireSpec,
+    pub url: TargetUrl,
+}
+
+/// The rows of `data:` compiled: which rendering each call runs.
+#[derive(Debug, Clone)]
+pub struct DataPlan {
+    pub kind: DataKind,
+    pub rows: usize,
+    /// The plan's seed at compile time (a run passes its own to [`DataPlan::variant`]).
+    pub seed: u64,
+    /// Row → index in `variants`.
+    pub row_variant: Vec<u32>,
+    pub variants: Vec<Variant>,
+}
+
+impl DataPlan {
+    /// The rendering call `iteration` of `user` runs, with the run's `seed` (the plan's, or
+    /// `--seed`); None when no string names a row field.
+    pub fn variant(&self, seed: u64, user: u32, iteration: u64) -> Option<&Variant> {
+        let row = row_of(self.kind, self.rows, seed, user, iteration);
+        let v = self.row_variant.get(row).copied().unwrap_or(0) as usize;
+        self.variants.get(v)
+    }
+
+    /// Why `users` callers cannot run with this data (`pick: unique` with fewer rows).
+    pub fn refuses(&self, users: u32) -> Option<String> {
+        (self.kind == DataKind::File(super::model::Pick::Unique) && (users as usize) > self.rows)
+            .then(|| {
+                format!(
+                    "`pick: unique` gives each user its own row, but the data has {} rows for {users} users",
+                    self.rows
+                )
+            })
+    }
+}
+
+/// Most compiled steps all data rows' renderings may hold together.
+const MAX_VARIANT_STEPS: usize = 1_000_000;
 
 /// What a call puts on its timeline beyond the usual markers and samples, because a threshold
 /// judges it over time (`over W` windows, or `abort_on_fail` during the run): every chunk's
@@ -207,27 +259,99 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
     let mut clips: HashMap<PathBuf, Arc<Clip>> = HashMap::new();
     let mut errs: Vec<Diagnostic> = Vec::new();
     let mut scenarios = Vec::new();
-    let wire = super::target::compile_wire(lp, &mut errs);
 
-    let mut cx = Cx::new(lp, rate, &mut clips, &mut errs);
-    for (si, sc) in plan.scenarios.iter().enumerate() {
-        let mut steps = Vec::new();
-        cx.steps(
-            &sc.name,
-            &sc.steps,
-            &plan_path!["scenarios", si],
-            &mut steps,
-        );
-        scenarios.push(ScenarioSpec {
-            name: sc.name.clone(),
-            weight: sc.weight,
-            timeout: sc.timeout.map(|t| t.0),
-            steps,
-        });
+    let with_rows = data::uses_rows(lp);
+    // With data rows, every row's rendering has its own wire settings.
+    let base_wire = (!with_rows).then(|| super::target::compile_wire(lp, &mut errs));
+    let mut variants: Vec<Variant> = Vec::new();
+    let mut carry = scenario::Carry::default();
+    let rendered = if with_rows {
+        let mut total_steps = 0usize;
+        let mut row_errs = Vec::new();
+        let mut each = |row: usize, p: super::Plan| -> bool {
+            let mut cx = Cx::new(lp, rate, &mut clips, &mut row_errs);
+            cx.resume(std::mem::take(&mut carry));
+            cx.plan = &p;
+            cx.row_note = format!("data row {}: ", row + 1);
+            let scs = scenarios_of(&mut cx, &p);
+            total_steps = total_steps.saturating_add(scs.iter().map(|s| s.steps.len()).sum());
+            if total_steps > MAX_VARIANT_STEPS {
+                cx.row_note.clear();
+                cx.error_at(
+                    &plan_path!["data"],
+                    format!(
+                        "the data's distinct rows compile to more than {MAX_VARIANT_STEPS} steps in all"
+                    ),
+                );
+                return false;
+            }
+            let mut wire_errs = Vec::new();
+            let wire = super::target::compile_wire_of(lp, &p.target, &mut wire_errs);
+            for mut e in wire_errs {
+                e.message = format!("data row {}: {}", row + 1, e.message);
+                cx.push(e);
+            }
+            let url = TargetUrl::parse(&wire.url);
+            let written = &wire.url;
+            if url != TargetUrl::Builtin
+                && !["ws://", "wss://", "http://", "https://"]
+                    .iter()
+                    .any(|s| written.starts_with(s))
+            {
+                cx.error_at(
+                    &plan_path!["target", "url"],
+                    format!(
+                        "data row {}: target url `{written}` is not a ws://, wss:// or http(s):// URL",
+                        row + 1
+                    ),
+                );
+            }
+            let gave_up = cx.gave_up();
+            carry = cx.suspend();
+            variants.push(Variant {
+                scenarios: scs,
+                wire,
+                url,
+            });
+            !gave_up
+        };
+        let r = data::renderings(lp, &mut errs, &mut each);
+        errs.append(&mut row_errs);
+        r
+    } else {
+        let mut cx = Cx::new(lp, rate, &mut clips, &mut errs);
+        scenarios = scenarios_of(&mut cx, plan);
+        None
+    };
+    if let Some(v) = variants.first() {
+        scenarios = v.scenarios.clone();
     }
-    if !errs.is_empty() {
+    if !errs.is_empty() || (with_rows && rendered.is_none()) {
+        if errs.is_empty() {
+            errs.push(lp.diag(
+                &plan_path!["data"],
+                "the data's rows could not be compiled",
+                None,
+            ));
+        }
         return Err(PlanError(errs));
     }
+    let data_plan = lp.data.as_ref().map(|d| {
+        Arc::new(DataPlan {
+            kind: d.kind,
+            rows: d.rows.len(),
+            seed: plan.load.seed,
+            row_variant: rendered.unwrap_or_default(),
+            variants,
+        })
+    });
+    let wire = match (
+        data_plan.as_ref().and_then(|d| d.variants.first()),
+        base_wire,
+    ) {
+        (Some(v), _) => v.wire.clone(),
+        (None, w) => w.unwrap_or_default(),
+    };
 
     let load = &plan.load;
     let arrivals = super::shape::arrivals(load);
@@ -246,6 +370,21 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         (None, Some(st)) => st.iter().map(|s| s.to.round() as u32).max().unwrap_or(1),
         (None, None) => users_list.0.first().copied().unwrap_or(1),
     };
+    if let Some(ds) = &lp.data
+        && ds.kind == DataKind::File(super::model::Pick::Unique)
+    {
+        let most = users_list.0.iter().copied().max().unwrap_or(1).max(users) as usize;
+        if ds.rows.len() < most {
+            return Err(PlanError(vec![lp.diag(
+                &plan_path!["data", "pick"],
+                format!(
+                    "`pick: unique` gives each user its own row, but the data has {} rows for {most} users",
+                    ds.rows.len()
+                ),
+                Some("add rows, lower `users`, or use `pick: sequential` to reuse rows".into()),
+            )]));
+        }
+    }
     let iterations = match (load.iterations, duration) {
         (Some(n), _) => Some(u64::from(n)),
         (None, Some(_)) => None,
@@ -297,5 +436,26 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
         generator: plan.generator.clone(),
         metrics: recorded_metrics(plan),
         audio_dir: None,
+        data: data_plan,
     })
+}
+
+fn scenarios_of(cx: &mut Cx, plan: &super::Plan) -> Vec<ScenarioSpec> {
+    let mut out = Vec::new();
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        let mut steps = Vec::new();
+        cx.steps(
+            &sc.name,
+            &sc.steps,
+            &plan_path!["scenarios", si],
+            &mut steps,
+        );
+        out.push(ScenarioSpec {
+            name: sc.name.clone(),
+            weight: sc.weight,
+            timeout: sc.timeout.map(|t| t.0),
+            steps,
+        });
+    }
+    out
 }

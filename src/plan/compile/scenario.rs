@@ -10,7 +10,7 @@ use crate::audio::{self, Clip};
 use crate::distribution::{Dist, format_duration};
 use crate::plan::LoadedPlan;
 use crate::plan::diag::{Diagnostic, Seg};
-use crate::plan::model::{AudioSpec, Step};
+use crate::plan::model::{AudioSpec, Plan, Step};
 use crate::protocol::Control;
 
 use super::step::{conditions, split_path};
@@ -20,13 +20,31 @@ use super::{
 };
 
 pub(super) struct Cx<'a> {
+    /// The plan file (positions, paths).
     lp: &'a LoadedPlan,
+    /// The plan being compiled: `lp.plan`, or one data row's rendering of it.
+    pub(super) plan: &'a Plan,
+    /// Prefixed to errors (`data row 3: `) while compiling a row's rendering.
+    pub(super) row_note: String,
+    /// Audio ready to send, by its spec: each distinct clip is built (and counted) once,
+    /// whichever steps and data rows use it.
+    outs: HashMap<String, (Arc<Clip>, Option<String>, String)>,
+    /// `use:` nesting, against runaway recursion.
+    depth: usize,
     rate: u32,
     clips: &'a mut HashMap<PathBuf, Arc<Clip>>,
     errs: &'a mut Vec<Diagnostic>,
     /// Samples of audio held so far (against [`MAX_AUDIO_SECS`]).
     audio_samples: u64,
     /// Set once a limit was hit: compiling stops, with one error.
+    gave_up: bool,
+}
+
+/// Compile state carried from one data row's rendering to the next.
+#[derive(Default)]
+pub(super) struct Carry {
+    outs: HashMap<String, (Arc<Clip>, Option<String>, String)>,
+    audio_samples: u64,
     gave_up: bool,
 }
 
@@ -39,6 +57,10 @@ impl<'a> Cx<'a> {
     ) -> Self {
         Cx {
             lp,
+            plan: &lp.plan,
+            row_note: String::new(),
+            outs: HashMap::new(),
+            depth: 0,
             rate,
             clips,
             errs,
@@ -46,9 +68,40 @@ impl<'a> Cx<'a> {
             gave_up: false,
         }
     }
+    /// Report a problem at `path`.
+    pub(super) fn error_at(&mut self, path: &[Seg], message: String) {
+        self.errs.push(self.lp.diag(path, message, None));
+    }
+
+    pub(super) fn push(&mut self, d: Diagnostic) {
+        self.errs.push(d);
+    }
+
+    /// Whether a limit stopped compiling.
+    pub(super) fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// What the next data row's compile carries over: built audio, the audio budget.
+    pub(super) fn suspend(self) -> Carry {
+        Carry {
+            outs: self.outs,
+            audio_samples: self.audio_samples,
+            gave_up: self.gave_up,
+        }
+    }
+
+    /// Go on from an earlier row's [`Carry`].
+    pub(super) fn resume(&mut self, c: Carry) {
+        self.outs = c.outs;
+        self.audio_samples = c.audio_samples;
+        self.gave_up = c.gave_up;
+    }
+
     fn error(&mut self, path: &[Seg], key: &str, message: String) {
         let mut p = path.to_vec();
         p.push(Seg::Key(key.into()));
+        let message = format!("{}{message}", self.row_note);
         self.errs.push(self.lp.diag(&p, message, None));
     }
 
@@ -74,6 +127,34 @@ impl<'a> Cx<'a> {
 
     fn audio(&mut self, spec: &AudioSpec, path: &[Seg], key: &str) -> Option<AudioOut> {
         let t = spec.table();
+        // Data rows: each distinct clip is built and counted once, shared by the rows using it.
+        let shared = !self.row_note.is_empty();
+        let cache_key = format!("{t:?}");
+        if shared && let Some((clip, text, label)) = self.outs.get(&cache_key) {
+            return Some(AudioOut {
+                clip: clip.clone(),
+                frame: t.frame.map_or(DEFAULT_FRAME, |f| f.0),
+                pacing: t.pacing.unwrap_or_default(),
+                label: label.clone(),
+                text: text.clone(),
+            });
+        }
+        let out = self.build_audio(&t, path, key)?;
+        if shared {
+            self.outs.insert(
+                cache_key,
+                (out.clip.clone(), out.text.clone(), out.label.clone()),
+            );
+        }
+        Some(out)
+    }
+
+    fn build_audio(
+        &mut self,
+        t: &crate::plan::model::AudioTable,
+        path: &[Seg],
+        key: &str,
+    ) -> Option<AudioOut> {
         let rate = self.rate;
         let generated = [t.silence, t.tone, t.noise, t.trailing_silence];
         let generated: Duration = generated.iter().flatten().map(|d| d.0).sum();
@@ -117,7 +198,7 @@ impl<'a> Cx<'a> {
                 format!("tone {} {freq}Hz {level}dBFS", format_duration(d.0)),
             )
         } else if let Some(d) = t.noise {
-            let seed = self.lp.plan.load.seed;
+            let seed = self.plan.load.seed;
             (
                 audio::noise(d.0, level, rate, seed),
                 format!("noise {} {level}dBFS", format_duration(d.0)),
@@ -145,9 +226,21 @@ impl<'a> Cx<'a> {
         prefix: &[Seg],
         out: &mut Vec<StepSpec>,
     ) {
+        let mut list = prefix.to_vec();
+        list.push(Seg::Key("steps".into()));
+        self.steps_list(scenario, steps, &list, out);
+    }
+
+    /// [`Self::steps`] of the step list at `list` (a scenario's `steps`, a fragment).
+    fn steps_list(
+        &mut self,
+        scenario: &str,
+        steps: &[Step],
+        list: &[Seg],
+        out: &mut Vec<StepSpec>,
+    ) {
         for (i, step) in steps.iter().enumerate() {
-            let mut path = prefix.to_vec();
-            path.push(Seg::Key("steps".into()));
+            let mut path = list.to_vec();
             path.push(Seg::Index(i));
             if self.gave_up {
                 return;
@@ -173,7 +266,42 @@ impl<'a> Cx<'a> {
                 }
                 continue;
             }
-            let line = self.lp.tree.as_ref().map_or(0, |t| t.find(&path).0);
+            if let Some(name) = &step.use_ {
+                let Some(body) = self.plan.fragments.get(name) else {
+                    continue; // checked at load
+                };
+                if self.depth >= crate::plan::diag::MAX_DEPTH {
+                    self.error(
+                        &path,
+                        "use",
+                        format!(
+                            "fragments nest more than {} levels deep",
+                            crate::plan::diag::MAX_DEPTH
+                        ),
+                    );
+                    self.gave_up = true;
+                    return;
+                }
+                let list = [Seg::Key("fragments".into()), Seg::Key(name.clone())];
+                let mut once = Vec::new();
+                self.depth += 1;
+                self.steps_list(scenario, body, &list, &mut once);
+                self.depth -= 1;
+                if !self.gave_up && out.len().saturating_add(once.len()) > MAX_STEPS {
+                    self.error(
+                        &path,
+                        "use",
+                        format!("scenario `{scenario}` unrolls to more than {MAX_STEPS} steps"),
+                    );
+                    self.gave_up = true;
+                }
+                if self.gave_up {
+                    return;
+                }
+                out.extend(once);
+                continue;
+            }
+            let line = self.lp.line_of(&path);
             let Some(action) = self.action(scenario, step, &path, i, line) else {
                 continue;
             };

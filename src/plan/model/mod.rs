@@ -4,6 +4,7 @@
 //! deserialization, so a bad value is reported by the format's own parser at its exact
 //! line and column.
 
+mod data;
 mod generator;
 mod load;
 mod playout;
@@ -11,7 +12,9 @@ mod reply_pacing;
 mod scalars;
 mod scenario;
 mod target;
+mod vars;
 
+pub use data::*;
 pub use generator::*;
 pub use load::*;
 pub use playout::*;
@@ -19,6 +22,7 @@ pub use reply_pacing::ReplyPacing;
 pub use scalars::*;
 pub use scenario::*;
 pub use target::*;
+pub use vars::*;
 
 use std::collections::BTreeMap;
 
@@ -56,6 +60,18 @@ pub struct Plan {
     /// The load generator's own limits (`on_overload`).
     #[serde(default)]
     pub generator: GeneratorSpec,
+    /// Values used in any plan string as `{{ vars.NAME }}` (values may use `{{ env.NAME }}`).
+    #[serde(default)]
+    pub vars: Vars,
+    /// Named step lists, used in scenarios as `- use: NAME`.
+    #[serde(default)]
+    pub fragments: Fragments,
+    /// Files (`vars:` and `fragments:` only) shared across plans, relative to this plan.
+    #[serde(default)]
+    pub include: Includes,
+    /// Per-caller data: a row of a CSV/JSON-lines file per user, or a folder of WAVs.
+    #[serde(default)]
+    pub data: Option<DataSpec>,
 }
 
 /// Report settings.

@@ -57,6 +57,9 @@ pub struct Step {
     pub mark: Option<String>,
     /// Run the nested `steps` this many times.
     pub repeat: Option<u32>,
+    /// Run the steps of the named fragment (`fragments:`) here.
+    #[serde(rename = "use")]
+    pub use_: Option<String>,
 
     /// (`await`, `expect`, `check`) record the latency under this metric name.
     pub record: Option<String>,
@@ -91,6 +94,7 @@ pub const STEP_ACTIONS: &[&str] = &[
     "check",
     "mark",
     "repeat",
+    "use",
 ];
 
 impl Step {
@@ -106,6 +110,7 @@ impl Step {
             self.check.is_some(),
             self.mark.is_some(),
             self.repeat.is_some(),
+            self.use_.is_some(),
         ];
         STEP_ACTIONS
             .iter()

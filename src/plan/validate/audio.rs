@@ -67,7 +67,8 @@ pub(super) fn validate_audio(
             None,
         ));
     }
-    if let Some(file) = &t.file {
+    // A path naming a data row (`{{ row.clip }}`) is checked once per row, at compile time.
+    if let Some(file) = t.file.as_ref().filter(|f| !f.contains("{{")) {
         let mut file_path = path.to_vec();
         file_path.push(Seg::Key("file".into()));
         let path = file_path.as_slice();

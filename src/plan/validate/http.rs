@@ -12,7 +12,10 @@ use crate::plan_path;
 pub(super) fn validate_http(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
     let plan = &lp.plan;
     let url = plan.target.url.trim();
-    if url != "builtin" && !(url.starts_with("http://") || url.starts_with("https://")) {
+    if url != "builtin"
+        && !url.starts_with("{{")
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
         errs.push(lp.diag(
             &plan_path!["target", "url"],
             format!(
@@ -79,7 +82,7 @@ pub(super) fn validate_http(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
             &sc.steps,
             &plan_path!["scenarios", si],
             &mut |step, path| {
-                for action in step.actions() {
+                for action in step.actions().into_iter().filter(|a| *a != "use") {
                     if !HTTP_STEP_ACTIONS.contains(&action) {
                         let mut p = path.to_vec();
                         p.push(Seg::Key(action.into()));

@@ -26,16 +26,18 @@ pub fn recorded_metrics(plan: &Plan) -> Vec<String> {
         names.push(HTTP_CHUNK_LATENCY.to_string());
         names.extend(plan.target.http.capture.keys().cloned());
     }
-    for (si, sc) in plan.scenarios.iter().enumerate() {
-        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
-            let captured = step.capture.iter().flat_map(|c| c.values());
-            for r in step.record.iter().chain(captured) {
-                if !names.contains(r) {
-                    names.push(r.clone());
-                }
+    let mut visit = |step: &model::Step, _: &[super::diag::Seg]| {
+        let captured = step.capture.iter().flat_map(|c| c.values());
+        for r in step.record.iter().chain(captured) {
+            if !names.contains(r) {
+                names.push(r.clone());
             }
-        });
+        }
+    };
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut visit);
     }
+    super::walk_fragments(plan, &mut visit);
     if plan.target.protocol == model::ProtocolKind::Custom
         && let Some(Ok(custom)) = plan.target.custom.as_ref().map(|c| c.resolved())
     {
@@ -66,12 +68,14 @@ fn known_marks(plan: &Plan) -> Vec<String> {
         ]
         .map(String::from),
     );
+    let mut visit = |step: &model::Step, _: &[super::diag::Seg]| {
+        let named = [&step.mark, &step.await_, &step.expect, &step.check];
+        marks.extend(named.into_iter().flatten().cloned());
+    };
     for (si, sc) in plan.scenarios.iter().enumerate() {
-        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut |step, _| {
-            let named = [&step.mark, &step.await_, &step.expect, &step.check];
-            marks.extend(named.into_iter().flatten().cloned());
-        });
+        walk_steps(&sc.steps, &plan_path!["scenarios", si], &mut visit);
     }
+    super::walk_fragments(plan, &mut visit);
     marks
 }
 
@@ -82,6 +86,37 @@ fn is_identifier(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Generated audio is held in memory once per step: bound it before compiling.
+fn count_generated(
+    lp: &LoadedPlan,
+    path: &[super::diag::Seg],
+    step: &model::Step,
+    generated: &mut Duration,
+    over_budget: &mut bool,
+    errs: &mut Vec<super::Diagnostic>,
+) {
+    let specs = [
+        step.send_audio.as_ref(),
+        step.interrupt.as_ref().and_then(|i| i.audio.as_ref()),
+    ];
+    for spec in specs.into_iter().flatten() {
+        let t = spec.table();
+        let parts = [t.silence, t.tone, t.noise, t.trailing_silence];
+        *generated += parts.iter().flatten().map(|d| d.0).sum::<Duration>();
+        if !*over_budget && *generated > compile::MAX_AUDIO {
+            *over_budget = true;
+            errs.push(lp.diag(
+                path,
+                format!(
+                    "the plan generates more than {} minutes of audio in all",
+                    compile::MAX_AUDIO.as_secs() / 60
+                ),
+                Some("shorten the clips, or put one clip in a `repeat`".into()),
+            ));
+        }
+    }
 }
 
 /// Semantic checks that serde cannot express; all problems at once.
@@ -98,7 +133,10 @@ pub(super) fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     let http_chunks = plan.target.protocol == model::ProtocolKind::HttpChunks;
     if http_chunks {
         validate_http(lp, &mut errs);
-    } else if url != "builtin" && !(url.starts_with("ws://") || url.starts_with("wss://")) {
+    } else if url != "builtin"
+        && !url.starts_with("{{")
+        && !(url.starts_with("ws://") || url.starts_with("wss://"))
+    {
         errs.push(lp.diag(
             &plan_path!["target", "url"],
             format!(
@@ -219,30 +257,14 @@ pub(super) fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             &plan_path!["scenarios", si],
             &mut |step, path| {
                 validate_step(lp, path, step, &marks, &mut errs);
-                // Generated audio is held in memory once per step: bound it before compiling.
-                let specs = [
-                    step.send_audio.as_ref(),
-                    step.interrupt.as_ref().and_then(|i| i.audio.as_ref()),
-                ];
-                for spec in specs.into_iter().flatten() {
-                    let t = spec.table();
-                    let parts = [t.silence, t.tone, t.noise, t.trailing_silence];
-                    generated += parts.iter().flatten().map(|d| d.0).sum::<Duration>();
-                    if !over_budget && generated > compile::MAX_AUDIO {
-                        over_budget = true;
-                        errs.push(lp.diag(
-                            path,
-                            format!(
-                                "the plan generates more than {} minutes of audio in all",
-                                compile::MAX_AUDIO.as_secs() / 60
-                            ),
-                            Some("shorten the clips, or put one clip in a `repeat`".into()),
-                        ));
-                    }
-                }
+                count_generated(lp, path, step, &mut generated, &mut over_budget, &mut errs);
             },
         );
     }
+    super::walk_fragments(plan, &mut |step, path| {
+        validate_step(lp, path, step, &marks, &mut errs);
+        count_generated(lp, path, step, &mut generated, &mut over_budget, &mut errs);
+    });
     if !plan.scenarios.is_empty() && total_weight <= 0.0 {
         errs.push(lp.diag(
             &plan_path!["scenarios"],

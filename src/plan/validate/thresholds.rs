@@ -24,6 +24,7 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
             has_checks |= step.check.is_some();
         });
     }
+    crate::plan::walk_fragments(plan, &mut |step, _| has_checks |= step.check.is_some());
     for (name, exprs) in &plan.thresholds {
         if super::run_metrics::check(lp, name, exprs, errs) {
             continue;
