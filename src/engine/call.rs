@@ -30,6 +30,8 @@ pub struct Ctx<'a> {
     pub stop: watch::Receiver<bool>,
     /// What the plan's thresholds need on the timeline beyond the usual.
     pub detail: TimelineDetail,
+    /// The breakdown groups this call's samples also count under (`scenario:NAME`, `tag:T`).
+    pub groups: &'a [String],
 }
 
 /// Resolves when the run is stopped; never, if the stop signal's sender is gone.

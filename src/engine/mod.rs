@@ -426,6 +426,7 @@ async fn user_loop(
             rng: &mut step_rng,
             stop: stop.clone(),
             detail: plan.timeline_detail(),
+            groups: &scenario.groups,
         };
         let call = async {
             match scenario.timeout {
@@ -532,6 +533,8 @@ mod tests {
             weight,
             timeout: None,
             steps: vec![],
+            tags: vec![],
+            groups: vec![],
         }
     }
 

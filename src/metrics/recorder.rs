@@ -13,6 +13,11 @@ use super::outcomes::{Outcomes, Windows};
 use super::stripes::{FROM_ACTUAL_PREFIX, SPEECH_END_LAG_KEY, SharedHistograms, record_into};
 use crate::contract::{CheckCounts, HttpCounts};
 
+thread_local! {
+    /// The grouped key being recorded (reused: no allocation per sample).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 pub(super) fn new_histogram() -> Histogram<u64> {
     // Auto-resizing, 3 significant figures (values in µs).
     Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
@@ -61,6 +66,27 @@ impl Recorder {
             return record_into(&mut stripe.histograms, metric, us);
         }
         record_into(&mut self.histograms, metric, us);
+    }
+
+    /// Record `metric`, and under each breakdown group (`ttfa{scenario:weather}`): the
+    /// grouped histograms live beside the overall ones (in the shared stripes), so they cost
+    /// scenarios × metrics histograms per stripe, nothing per user or per call.
+    pub fn record_grouped(&mut self, metric: &str, value: Duration, groups: &[String]) {
+        self.record(metric, value);
+        if groups.is_empty() {
+            return;
+        }
+        KEY.with(|k| {
+            let mut key = k.borrow_mut();
+            for g in groups {
+                key.clear();
+                key.push_str(metric);
+                key.push('{');
+                key.push_str(g);
+                key.push('}');
+                self.record(&key, value);
+            }
+        });
     }
 
     /// How late the frame ending an utterance left (generator health).

@@ -98,7 +98,8 @@ pub async fn run_iteration(
 
 impl Call<'_, '_> {
     fn record(&mut self, metric: &str, value: Duration, at: Instant) {
-        self.recorder.record(self.ctx.rec, metric, value, at);
+        self.recorder
+            .record(self.ctx.rec, self.ctx.groups, metric, value, at);
     }
 
     fn mark(&mut self, kind: &str, at: Instant, detail: String) {

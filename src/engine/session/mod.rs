@@ -206,10 +206,11 @@ impl Session<'_, '_> {
         if metric == FRAME_JITTER && !self.ctx.detail.frame_jitter {
             // One per chunk: the histogram has it, the timeline would balloon (unless a
             // threshold judges it over time).
-            self.ctx.rec.record(metric, value);
+            self.ctx.rec.record_grouped(metric, value, self.ctx.groups);
             return;
         }
-        self.recorder.record(self.ctx.rec, metric, value, at);
+        self.recorder
+            .record(self.ctx.rec, self.ctx.groups, metric, value, at);
     }
 
     /// Record `at - reference`; when the reference is a scheduled end of speech, also from

@@ -27,6 +27,10 @@ pub struct ScenarioSpec {
     pub weight: f64,
     pub timeout: Option<Duration>,
     pub steps: Vec<StepSpec>,
+    /// `tags:`, and the breakdown groups its samples also count under (`scenario:NAME`,
+    /// `tag:T`; empty when the plan has one scenario and no tags).
+    pub tags: Vec<String>,
+    pub groups: Vec<String>,
 }
 
 /// A step with where it came from.

@@ -19,6 +19,9 @@ pub struct Scenario {
     pub weight: f64,
     /// The whole iteration fails with `timeout` past this.
     pub timeout: Option<Dur>,
+    /// Labels for the per-scenario breakdown and filtered thresholds (`ttfa{tag:slow}`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub steps: Vec<Step>,
 }
 
