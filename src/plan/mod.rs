@@ -12,6 +12,7 @@ pub mod model;
 pub mod secrets;
 pub mod shape;
 pub mod target;
+pub mod template;
 pub mod threshold_expr;
 pub mod validate;
 
