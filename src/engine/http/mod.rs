@@ -129,8 +129,8 @@ impl Call<'_, '_> {
                     self.sleep_until(until, step).await?;
                 }
                 Action::Mark(name) => self.mark(name, Instant::now(), String::new()),
+                // Plan validation refuses the rest for http_chunks.
                 other => {
-                    // Plan validation refuses these for http_chunks.
                     return Err(fail(
                         FailureClass::ProtocolError,
                         step,

@@ -91,6 +91,13 @@ struct Session<'c, 'a> {
     /// Text of the last clip sent, attached to the next `speech_end`.
     said: Option<String>,
     connected: Instant,
+    /// The last awaited or expected event's JSON (`{{ event.… }}` in `send_json`).
+    last_event: Option<serde_json::Value>,
+    /// `on_tool_call` answers decoded but not sent yet (sent right after the read that
+    /// brought the call), with the tool they answer.
+    outbox: Vec<(Message, String)>,
+    /// A tool call (OpenAI Realtime) nothing answered: the bot waits for its result.
+    unanswered_tool: Option<String>,
 }
 
 fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failure>) {
@@ -156,6 +163,9 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         idle_next: None,
         said: None,
         connected,
+        last_event: None,
+        outbox: Vec::new(),
+        unanswered_tool: None,
     };
     s.record("connect", connected - started, connected);
     s.marks.insert("connected".into(), connected);

@@ -226,6 +226,7 @@ pub fn compile(lp: &LoadedPlan) -> Result<CompiledPlan, PlanError> {
             steps,
             tags: sc.tags.clone(),
             groups: super::threshold_expr::breakdown_groups(plan, sc),
+            on_tool_call: super::json_template::compile_tool_replies(lp, si),
         });
     }
     if !errs.is_empty() {

@@ -238,6 +238,10 @@ impl<'a> Cx<'a> {
         if let Some(m) = &step.mark {
             return Some(Action::Mark(m.clone()));
         }
+        if let Some(v) = &step.send_json {
+            return crate::plan::json_template::compile_step(self.lp, v, path, self.errs)
+                .map(Action::SendJson);
+        }
         let (target, check) = match (&step.expect, &step.check) {
             (Some(e), _) => (e, None),
             (None, Some(c)) => (

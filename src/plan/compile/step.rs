@@ -31,6 +31,8 @@ pub struct ScenarioSpec {
     /// `tag:T`; empty when the plan has one scenario and no tags).
     pub tags: Vec<String>,
     pub groups: Vec<String>,
+    /// (`openai-realtime`) the answers to tool calls (the scenario's, else the target's).
+    pub on_tool_call: Option<Arc<crate::plan::json_template::ToolReplies>>,
 }
 
 /// A step with where it came from.
@@ -94,6 +96,8 @@ pub enum Action {
         check: Option<String>,
     },
     Mark(String),
+    /// `send_json`: one JSON message, its strings templated.
+    SendJson(Arc<crate::plan::json_template::JsonTemplate>),
 }
 
 impl Action {
@@ -107,6 +111,7 @@ impl Action {
             Action::Expect { check: None, .. } => "expect",
             Action::Expect { check: Some(_), .. } => "check",
             Action::Mark(_) => "mark",
+            Action::SendJson(_) => "send_json",
         }
     }
 }

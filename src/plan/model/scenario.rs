@@ -22,6 +22,8 @@ pub struct Scenario {
     /// Labels for the per-scenario breakdown and filtered thresholds (`ttfa{tag:slow}`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// (`openai-realtime`) answer the bot's tool calls (replaces the target's `on_tool_call`).
+    pub on_tool_call: Option<super::OnToolCall>,
     pub steps: Vec<Step>,
 }
 
@@ -58,6 +60,9 @@ pub struct Step {
     pub check: Option<String>,
     /// Remember this instant under a name, for `from:`.
     pub mark: Option<String>,
+    /// Send one JSON message as is (any protocol). Strings in it are templates:
+    /// `{{ event.FIELD }}` (the last awaited or expected event), `{{ row.… }}`, `{{ vars.… }}`.
+    pub send_json: Option<serde_json::Value>,
     /// Run the nested `steps` this many times.
     pub repeat: Option<u32>,
 
@@ -93,6 +98,7 @@ pub const STEP_ACTIONS: &[&str] = &[
     "expect",
     "check",
     "mark",
+    "send_json",
     "repeat",
 ];
 
@@ -108,6 +114,7 @@ impl Step {
             self.expect.is_some(),
             self.check.is_some(),
             self.mark.is_some(),
+            self.send_json.is_some(),
             self.repeat.is_some(),
         ];
         STEP_ACTIONS
