@@ -224,3 +224,90 @@ fn a_filter_whose_group_measured_nothing_fails_with_no_samples() {
         assert_eq!(t["observed_text"], "no samples", "{t}");
     }
 }
+
+#[test]
+fn a_steps_tags_count_what_is_measured_while_it_runs() {
+    let dir = temp_dir("per-scenario-step-tags");
+    let p = plan(
+        &dir,
+        "  ttfa{tag:answer}: p95 < 450ms\n  ttfa{scenario:fast}: p95 < 450ms",
+    );
+    // Tag the slow scenario's first_audio step only.
+    let text = read(&p);
+    let marker = "      - send_audio: ";
+    let at = text.rfind(marker).unwrap();
+    let slow_await = at + text[at..].find("      - await: first_audio\n").unwrap();
+    let mut text = text;
+    text.insert_str(
+        slow_await + "      - await: first_audio\n".len(),
+        "        tags: [answer]\n",
+    );
+    std::fs::write(&p, &text).unwrap();
+    let out = dir.join("out");
+    let (code, stdout, stderr) = run(&[p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}\n{stdout}\n{stderr}");
+    let m = json(&out.join("metrics.json"));
+    let group = |name: &str| {
+        m["breakdown"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap_or_else(|| panic!("{name}: {:#}", m["breakdown"]))
+            .clone()
+    };
+    let answer = group("tag:answer");
+    let slow = group("scenario:slow");
+    let metrics = |g: &serde_json::Value| {
+        g["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["metric"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Only what that step measured: the slow scenario's ttfa, not its connect or iteration.
+    assert_eq!(metrics(&answer), ["ttfa"], "{answer:#}");
+    let ttfa = |g: &serde_json::Value| {
+        g["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["metric"] == "ttfa")
+            .unwrap()["count"]
+            .clone()
+    };
+    assert_eq!(ttfa(&answer), ttfa(&slow));
+    let verdicts: Vec<(String, bool)> = m["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["metric"].as_str().unwrap().to_string(),
+                t["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        verdicts.contains(&("ttfa{tag:answer}".into(), false)),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts.contains(&("ttfa{scenario:fast}".into(), true)),
+        "{verdicts:?}"
+    );
+
+    // A step's tag is judged over the whole run only: windows on it are refused.
+    std::fs::write(
+        &p,
+        text.replace(
+            "ttfa{tag:answer}: p95 < 450ms",
+            "ttfa{tag:answer}: p95 < 450ms over 5s",
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tags steps"), "{stderr}");
+}

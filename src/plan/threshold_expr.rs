@@ -422,7 +422,44 @@ pub fn group_key(metric: &str, group: &str) -> String {
 pub fn has_breakdown(plan: &super::model::Plan) -> bool {
     plan.scenarios.len() > 1
         || plan.scenarios.iter().any(|s| !s.tags.is_empty())
+        || !step_tags(plan).is_empty()
         || plan.thresholds.keys().any(|k| k.contains('{'))
+}
+
+/// Every tag of the plan's steps (sorted, once each).
+pub fn step_tags(plan: &super::model::Plan) -> Vec<String> {
+    let mut tags = Vec::new();
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        super::walk_steps(
+            &sc.steps,
+            &crate::plan_path!["scenarios", si],
+            &mut |step, _| {
+                tags.extend(step.tags.iter().flatten().cloned());
+            },
+        );
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// The breakdown groups of a step with `tags:` in scenario `scenario`: the scenario's groups,
+/// then `tag:T` for each of the step's tags not already there (None without step tags).
+pub fn step_groups(
+    plan: &super::model::Plan,
+    scenario: &str,
+    step: &super::model::Step,
+) -> Option<std::sync::Arc<[String]>> {
+    let tags = step.tags.as_ref().filter(|t| !t.is_empty())?;
+    let sc = plan.scenarios.iter().find(|s| s.name == scenario)?;
+    let mut groups = breakdown_groups(plan, sc);
+    for t in tags {
+        let g = format!("tag:{t}");
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Some(groups.into())
 }
 
 /// The groups `sc`'s samples count under in `plan` (none without a breakdown).

@@ -98,6 +98,8 @@ struct Session<'c, 'a> {
     outbox: Vec<(Message, String)>,
     /// A tool call (OpenAI Realtime) nothing answered: the bot waits for its result.
     unanswered_tool: Option<String>,
+    /// The running step's breakdown groups, when it has `tags:` (else the scenario's).
+    step_groups: Option<std::sync::Arc<[String]>>,
 }
 
 fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failure>) {
@@ -166,6 +168,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         last_event: None,
         outbox: Vec::new(),
         unanswered_tool: None,
+        step_groups: None,
     };
     s.record("connect", connected - started, connected);
     s.marks.insert("connected".into(), connected);
@@ -192,6 +195,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
             break;
         }
     }
+    s.step_groups = None;
     // A server that hangs up before the call's last step fails it, even with a normal close.
     if failure.is_none()
         && let Some(why) = &s.closed
@@ -216,11 +220,13 @@ impl Session<'_, '_> {
         if metric == FRAME_JITTER && !self.ctx.detail.frame_jitter {
             // One per chunk: the histogram has it, the timeline would balloon (unless a
             // threshold judges it over time).
-            self.ctx.rec.record_grouped(metric, value, self.ctx.groups);
+            let groups = self.step_groups.as_deref().unwrap_or(self.ctx.groups);
+            self.ctx.rec.record_grouped(metric, value, groups);
             return;
         }
+        let groups = self.step_groups.as_deref().unwrap_or(self.ctx.groups);
         self.recorder
-            .record(self.ctx.rec, self.ctx.groups, metric, value, at);
+            .record(self.ctx.rec, groups, metric, value, at);
     }
 
     /// Record `at - reference`; when the reference is a scheduled end of speech, also from

@@ -84,6 +84,7 @@ impl Session<'_, '_> {
     }
 
     pub(super) async fn step(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        self.step_groups.clone_from(&step.groups);
         // A step that waits for the server ends the schedule: what follows it starts when it
         // finishes.
         if matches!(

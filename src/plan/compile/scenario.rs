@@ -181,6 +181,7 @@ impl<'a> Cx<'a> {
                 index: i,
                 line,
                 action,
+                groups: crate::plan::threshold_expr::step_groups(&self.lp.plan, scenario, step),
             });
         }
     }

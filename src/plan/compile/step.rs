@@ -43,6 +43,9 @@ pub struct StepSpec {
     /// 1-based line in the plan file (0 if unknown).
     pub line: usize,
     pub action: Action,
+    /// (a step with `tags:`) the breakdown groups of what is measured while it runs: its
+    /// scenario's and its own tags' (None: the scenario's).
+    pub groups: Option<Arc<[String]>>,
 }
 
 impl StepSpec {

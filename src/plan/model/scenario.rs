@@ -86,6 +86,9 @@ pub struct Step {
     pub name: Option<String>,
     /// (`repeat`) the steps to repeat.
     pub steps: Option<Vec<Step>>,
+    /// Labels for the breakdown: what is measured while this step runs also counts under
+    /// these tags (`ttfa{tag:slow}`), besides its scenario's.
+    pub tags: Option<Vec<String>>,
 }
 
 /// The action keys of a step, in the order the schema lists them.

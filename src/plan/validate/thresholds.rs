@@ -9,6 +9,7 @@ use crate::plan::{
     CHECKS, HTTP_CHUNK_LATENCY, LoadedPlan, QUALITY_METRICS, SUCCESS_RATE, walk_steps,
 };
 use crate::plan_path;
+use crate::protocol::OneOrMany;
 
 /// Plan errors of the `thresholds` table.
 pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
@@ -27,7 +28,7 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
     for (key, exprs) in &plan.thresholds {
         let path = plan_path!["thresholds", key.as_str()];
         // `ttfa{scenario:weather}`: the metric, restricted to a scenario's or a tag's samples.
-        let name = match filter(lp, key, &path, errs) {
+        let name = match filter(lp, key, exprs, &path, errs) {
             Some(k) => k,
             None => continue,
         };
@@ -169,6 +170,7 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
 fn filter(
     lp: &LoadedPlan,
     key: &str,
+    exprs: &OneOrMany<crate::plan::threshold_expr::ThresholdExpr>,
     path: &[crate::plan::diag::Seg],
     errs: &mut Vec<Diagnostic>,
 ) -> Option<String> {
@@ -184,6 +186,7 @@ fn filter(
         return Some(key.to_string());
     };
     let plan = &lp.plan;
+    let step_tags = crate::plan::threshold_expr::step_tags(plan);
     let names: Vec<&str> = match kind {
         FilterKind::Scenario => plan.scenarios.iter().map(|s| s.name.as_str()).collect(),
         FilterKind::Tag => {
@@ -191,6 +194,7 @@ fn filter(
                 .scenarios
                 .iter()
                 .flat_map(|s| s.tags.iter().map(String::as_str))
+                .chain(step_tags.iter().map(String::as_str))
                 .collect();
             t.sort_unstable();
             t.dedup();
@@ -212,6 +216,25 @@ fn filter(
             path,
             format!("threshold `{key}` filters by {what} `{value}`, but no {what} of this plan is called that, so it could never be measured"),
             Some(hint),
+        ));
+        return None;
+    }
+    if kind == FilterKind::Tag
+        && step_tags.iter().any(|t| t == value)
+        && exprs
+            .0
+            .iter()
+            .any(|e| e.window.is_some() || e.abort_on_fail)
+    {
+        // Windows and the live monitor follow scenarios; a step's tags are in the run's
+        // histograms only.
+        errs.push(lp.diag(
+            path,
+            format!(
+                "`{key}`: `{value}` tags steps, whose samples are judged over the whole run only, \
+                 not `over` windows or with `abort_on_fail`"
+            ),
+            Some("tag the scenario instead, or judge the whole run".into()),
         ));
         return None;
     }
