@@ -72,19 +72,29 @@ impl Recorder {
     /// grouped histograms live beside the overall ones (in the shared stripes), so they cost
     /// scenarios × metrics histograms per stripe, nothing per user or per call.
     pub fn record_grouped(&mut self, metric: &str, value: Duration, groups: &[String]) {
-        self.record(metric, value);
         if groups.is_empty() {
-            return;
+            return self.record(metric, value);
         }
+        let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
         KEY.with(|k| {
             let mut key = k.borrow_mut();
+            // One lock of the user's stripe for the metric and all its groups.
+            let mut stripe = match &self.shared {
+                Some((store, i)) => store.stripes.get(*i).and_then(|s| s.lock().ok()),
+                None => None,
+            };
+            let histograms = match stripe.as_deref_mut() {
+                Some(s) => &mut s.histograms,
+                None => &mut self.histograms,
+            };
+            record_into(histograms, metric, us);
             for g in groups {
                 key.clear();
                 key.push_str(metric);
                 key.push('{');
                 key.push_str(g);
                 key.push('}');
-                self.record(&key, value);
+                record_into(histograms, &key, us);
             }
         });
     }
