@@ -234,6 +234,54 @@ async fn checks() {
     .await;
 }
 
+/// A turn in a scenario tagged `t`.
+fn tagged_turn() -> String {
+    TURN.replace("  - name: turn\n", "  - name: turn\n    tags: [t]\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_filtered_latency() {
+    // A filter on the only scenario: recorded per scenario because a threshold asks.
+    matrix(Kind {
+        metric: "ttfa{scenario:turn}",
+        pass_expr: "p95 < 500ms",
+        fail_expr: "p95 < 500ms",
+        healthy: ws(healthy_agent(), TURN),
+        broken: ws("{llm_latency: 900ms, reply_duration: 400ms}", TURN),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_filtered_latency() {
+    matrix(Kind {
+        metric: "ttfa{tag:t}",
+        pass_expr: "p95 < 500ms",
+        fail_expr: "p95 < 500ms",
+        healthy: ws(healthy_agent(), &tagged_turn()),
+        broken: ws(
+            "{llm_latency: 900ms, reply_duration: 400ms}",
+            &tagged_turn(),
+        ),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_filtered_success_rate() {
+    matrix(Kind {
+        metric: "success_rate{scenario:turn}",
+        pass_expr: "> 0.9",
+        fail_expr: "> 0.9",
+        healthy: ws(healthy_agent(), TURN),
+        broken: ws(
+            "{llm_latency: 50ms, reply_duration: 400ms, faults: {drop: 1.0}}",
+            TURN,
+        ),
+    })
+    .await;
+}
+
 /// A reply that stalls 500 ms mid-stream: a playout underrun (glitch) and a 500 ms gap between
 /// two chunks (frame jitter).
 fn stalling_agent() -> &'static str {
@@ -413,6 +461,28 @@ fn combinations_that_could_never_fire_are_plan_errors() {
     assert!(e.contains("plan.yaml:15:11"), "{e}");
     assert!(e.contains("receives no reply audio"), "{e}");
     assert!(e.contains("chunk_latency"), "{e}");
+
+    // Filters: a scenario or tag that does not exist, and metrics not kept per group.
+    let filtered = |key: &str, expr: &str| {
+        plan_error(
+            "filter",
+            &format!(
+                "{}load: {{users: 1, iterations: 1}}\nthresholds:\n  {key}: \"{expr}\"\n",
+                ws(healthy_agent(), &tagged_turn())
+            ),
+        )
+    };
+    let e = filtered("ttfa{scenario:trun}", "p95 < 1s");
+    assert!(e.contains("plan.yaml:19:"), "{e}");
+    assert!(e.contains("did you mean `ttfa{scenario:turn}`"), "{e}");
+    let e = filtered("ttfa{tag:x}", "p95 < 1s");
+    assert!(e.contains("tags in this plan: t"), "{e}");
+    let e = filtered("success_rate{tag:t}", "> 0.5");
+    assert!(e.contains("success_rate{scenario:NAME}"), "{e}");
+    let e = filtered("dropped_arrivals{scenario:turn}", "count < 1");
+    assert!(e.contains("measured for the whole run"), "{e}");
+    let e = filtered("ttfa{scenario:turn}", "> 0.5");
+    assert!(e.contains("needs a statistic"), "{e}");
 }
 
 #[test]
@@ -461,5 +531,7 @@ fn timeline_detail_follows_the_thresholds() {
     let d = compile("  frame_jitter: p99 < 50ms over 5s\n");
     assert!(d.frame_jitter);
     let d = compile("  frame_jitter: {threshold: p99 < 50ms, abort_on_fail: true}\n");
+    assert!(d.frame_jitter);
+    let d = compile("  frame_jitter{scenario:turn}: p99 < 50ms over 5s\n");
     assert!(d.frame_jitter);
 }

@@ -46,6 +46,10 @@ pub struct AgentConfig {
     pub tool_fraction: f64,
     /// How long a tool call takes.
     pub tool_latency: Dist,
+    /// (OpenAI Realtime) after a tool call, close the response and wait for the caller's
+    /// `function_call_output` (with the call's `call_id`) and `response.create`, as the real
+    /// API does (default). Off: answer `tool_latency` after the call without it.
+    pub wait_for_tool_result: bool,
     /// Send `{"type":"metrics",…}` once per turn after the first reply frame.
     pub send_metrics: bool,
     /// Injected failures.
@@ -76,6 +80,7 @@ impl Default for AgentConfig {
             tool_keywords: vec!["book".to_string()],
             tool_fraction: 0.0,
             tool_latency: Dist::from_millis(500),
+            wait_for_tool_result: true,
             send_metrics: true,
             faults: Faults::default(),
             seed: 0,

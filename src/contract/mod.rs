@@ -145,6 +145,10 @@ pub struct RunReport {
     pub metrics: BTreeMap<String, MetricReport>,
     /// Metric names in plan order (JSON objects are unordered).
     pub metric_order: Vec<String>,
+    /// (plans with more than one scenario, or `tags:`) the metrics of each scenario and tag:
+    /// scenarios first, then tags. Absent for a plan with one untagged scenario.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub breakdown: Vec<GroupReport>,
     pub thresholds: Vec<ThresholdResult>,
     pub failures: Vec<FailureSample>,
     pub generator: GeneratorHealth,
@@ -162,6 +166,32 @@ pub struct RunReport {
     pub shard: Option<ShardReport>,
     /// (`planrun merge`) which shards this report was merged from.
     pub merged: Option<MergeInfo>,
+}
+
+/// One group of the per-scenario breakdown: a scenario's samples, or those of every scenario
+/// carrying a tag.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GroupReport {
+    /// `scenario:NAME` or `tag:T`: the filter a threshold writes as `ttfa{scenario:NAME}`.
+    pub group: String,
+    /// `scenario` or `tag`.
+    pub kind: String,
+    pub name: String,
+    /// (scenarios) completed iterations.
+    pub iterations: Option<IterationCounts>,
+    pub success_rate: Option<f64>,
+    /// Metrics in report order, only those with samples in this group.
+    pub metrics: Vec<GroupMetric>,
+}
+
+/// One metric of a [`GroupReport`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GroupMetric {
+    pub metric: String,
+    #[serde(flatten)]
+    pub stats: MetricReport,
 }
 
 /// `metrics.json` read back: the same type as what was written.
@@ -264,6 +294,10 @@ pub struct RunInfo {
     pub planrun_version: String,
     /// (`--shard i/n`) which shard of the plan's users this run is.
     pub shard: Option<ShardReport>,
+    /// (plans with a breakdown) each scenario's groups (`scenario:NAME`, `tag:T`), to judge
+    /// filtered thresholds (`ttfa{tag:slow}`) of a partial or merged run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenario_groups: BTreeMap<String, Vec<String>>,
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub struct Ctx<'a> {
     pub stop: watch::Receiver<bool>,
     /// What the plan's thresholds need on the timeline beyond the usual.
     pub detail: TimelineDetail,
+    /// The breakdown groups this call's samples also count under (`scenario:NAME`, `tag:T`).
+    pub groups: &'a [String],
+    /// (`openai-realtime`) how tool calls are answered.
+    pub on_tool_call: Option<&'a crate::plan::json_template::ToolReplies>,
 }
 
 /// Resolves when the run is stopped; never, if the stop signal's sender is gone.

@@ -71,6 +71,9 @@ pub fn agent_config(spec: &AgentSpec, sample_rate: u32, seed: u64) -> AgentConfi
     set(&mut c.barge_in_delay, &spec.barge_in_delay);
     set(&mut c.resume_delay, &spec.resume_delay);
     set(&mut c.tool_latency, &spec.tool_latency);
+    if let Some(w) = spec.wait_for_tool_result {
+        c.wait_for_tool_result = w;
+    }
     if let Some(d) = spec.leading_silence {
         c.leading_silence = d.0;
     }
@@ -435,6 +438,8 @@ async fn user_loop(
             rng: &mut step_rng,
             stop: stop.clone(),
             detail: plan.timeline_detail(),
+            groups: &scenario.groups,
+            on_tool_call: scenario.on_tool_call.as_deref(),
         };
         let call = async {
             match scenario.timeout {
@@ -541,6 +546,9 @@ mod tests {
             weight,
             timeout: None,
             steps: vec![],
+            tags: vec![],
+            groups: vec![],
+            on_tool_call: None,
         }
     }
 

@@ -40,11 +40,12 @@ impl CallRecorder {
     pub(super) fn record(
         &mut self,
         rec: &mut Recorder,
+        groups: &[String],
         metric: &str,
         value: Duration,
         at: Instant,
     ) {
-        rec.record(metric, value);
+        rec.record_grouped(metric, value, groups);
         self.sample(metric, value, at);
     }
 

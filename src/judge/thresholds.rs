@@ -122,10 +122,14 @@ fn judge_windows(
 /// samples into the histograms, its `check` markers into the check counts, and the iteration
 /// itself (for `success_rate` and windows).
 pub fn feed_live(summary: &mut Summary, rec: IterationRecord) {
+    // The breakdown groups of the iteration's scenario, so filtered thresholds
+    // (`ttfa{scenario:x}`) are judged live too.
+    let groups = summary.recorder.windows.groups_of(&rec.scenario);
     for sm in &rec.samples {
-        summary.recorder.record(
+        summary.recorder.record_grouped(
             &sm.metric,
             std::time::Duration::from_secs_f64(sm.value_ms.max(0.0) / 1000.0),
+            &groups,
         );
     }
     for m in &rec.markers {
@@ -159,6 +163,18 @@ fn has_timestamps(summary: &Summary, metric: &str, series: Option<&Series>) -> b
     });
     let passed: u64 = summary.recorder.checks.values().map(|c| c.passed).sum();
     marked >= passed
+}
+
+/// The scenario of a `success_rate{scenario:NAME}` threshold.
+fn scenario_rate_filter(metric: &str) -> Option<&str> {
+    use crate::plan::threshold_expr::{FilterKind, split_metric_key};
+    match split_metric_key(metric).ok()? {
+        k if k.metric == SUCCESS_RATE => match k.filter? {
+            (FilterKind::Scenario, name) => Some(name),
+            (FilterKind::Tag, _) => None,
+        },
+        _ => None,
+    }
 }
 
 fn stat_value(stats: &MetricStats, stat: Stat) -> Option<f64> {
@@ -204,6 +220,13 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 v
             } else if t.metric == SUCCESS_RATE {
                 summary.iterations().success_rate()
+            } else if let Some(scenario) = scenario_rate_filter(&t.metric) {
+                summary
+                    .recorder
+                    .outcomes
+                    .scenarios
+                    .get(scenario)
+                    .and_then(|c| c.success_rate())
             } else if t.metric == CHECKS {
                 summary.check_rate()
             } else if stat == Stat::Count {
@@ -218,7 +241,9 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 None if t.metric == CHECKS && t.expr.window.is_some() && !timestamps => {
                     "the timeline has no check_passed markers to judge windows from".to_string()
                 }
-                None if t.metric == SUCCESS_RATE => "no iterations".to_string(),
+                None if t.metric == SUCCESS_RATE || scenario_rate_filter(&t.metric).is_some() => {
+                    "no iterations".to_string()
+                }
                 None if t.metric == CHECKS => "no checks ran".to_string(),
                 None => "no samples".to_string(),
                 Some(v) if stat.is_duration() => format!("{v:.1}ms"),

@@ -35,6 +35,9 @@ pub enum FailureClass {
     /// The server sent a number planrun cannot take as what it stands for (a captured
     /// duration that is negative, not finite or absurdly large).
     BadValue,
+    /// (OpenAI Realtime) a wait ran out while the bot waited for the result of a tool call
+    /// nothing answered (no `on_tool_call` for it).
+    ToolCallUnanswered,
     /// planrun itself failed (a bug: a panic) during the call; the message says where.
     InternalError,
 }
@@ -55,6 +58,7 @@ impl FailureClass {
             FailureClass::Aborted => "aborted",
             FailureClass::HttpError => "http_error",
             FailureClass::BadValue => "bad_value",
+            FailureClass::ToolCallUnanswered => "tool_call_unanswered",
             FailureClass::InternalError => "internal_error",
         }
     }

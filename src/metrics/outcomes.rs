@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use super::failure::{Failure, FailureClass, IterationRecord};
 use crate::contract::IterationCounts;
+use crate::plan::threshold_expr::FilterKind;
 
 /// How many failures a sample keeps of each list (distinct kinds, earliest).
 pub const FAILURE_SAMPLES: usize = 20;
@@ -290,6 +291,9 @@ pub fn window_step_us(window: std::time::Duration) -> u64 {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Windows {
     pub series: BTreeMap<(String, u64), Series>,
+    /// Each scenario's breakdown groups (`scenario:NAME`, `tag:T`), to judge filtered series
+    /// (`ttfa{tag:slow}`) and feed the live view; empty without a breakdown.
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Windows {
@@ -315,6 +319,23 @@ impl Windows {
         w
     }
 
+    /// [`Windows::for_thresholds`] of a plan, knowing its scenarios' breakdown groups.
+    pub fn for_plan(plan: &crate::plan::compile::CompiledPlan) -> Self {
+        let mut w = Self::for_thresholds(&plan.thresholds);
+        w.groups = plan
+            .scenarios
+            .iter()
+            .filter(|s| !s.groups.is_empty())
+            .map(|s| (s.name.clone(), s.groups.clone()))
+            .collect();
+        w
+    }
+
+    /// The breakdown groups of `scenario` (empty when unknown or without a breakdown).
+    pub fn groups_of(&self, scenario: &str) -> Vec<String> {
+        self.groups.get(scenario).cloned().unwrap_or_default()
+    }
+
     pub fn is_configured(&self) -> bool {
         !self.series.is_empty()
     }
@@ -328,7 +349,24 @@ impl Windows {
         if self.series.is_empty() {
             return;
         }
-        for ((metric, _), series) in self.series.iter_mut() {
+        for ((key, _), series) in self.series.iter_mut() {
+            // A filtered series (`ttfa{scenario:x}`) takes only its group's iterations.
+            let (metric, group) = match crate::plan::threshold_expr::split_metric_key(key) {
+                Ok(k) => (k.metric, k.filter),
+                Err(_) => (key.as_str(), None),
+            };
+            if let Some((kind, value)) = group {
+                let g = format!("{}:{value}", kind.name());
+                let in_group = self
+                    .groups
+                    .get(&r.scenario)
+                    .map_or(kind == FilterKind::Scenario && value == r.scenario, |gs| {
+                        gs.contains(&g)
+                    });
+                if !in_group {
+                    continue;
+                }
+            }
             if metric == rate_metric {
                 match &r.failure {
                     Some(f) if f.class == FailureClass::Aborted => {}
@@ -344,7 +382,7 @@ impl Windows {
                     }
                 }
             } else {
-                for s in r.samples.iter().filter(|s| &s.metric == metric) {
+                for s in r.samples.iter().filter(|s| s.metric == metric) {
                     series.add(s.at_us, s.value_ms);
                 }
             }
@@ -352,6 +390,9 @@ impl Windows {
     }
 
     pub fn merge(&mut self, other: Windows) {
+        if self.groups.is_empty() {
+            self.groups = other.groups;
+        }
         for (key, s) in other.series {
             match self.series.get_mut(&key) {
                 Some(mine) => mine.merge(s),

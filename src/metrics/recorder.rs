@@ -13,6 +13,11 @@ use super::outcomes::{Outcomes, Windows};
 use super::stripes::{FROM_ACTUAL_PREFIX, SPEECH_END_LAG_KEY, SharedHistograms, record_into};
 use crate::contract::{CheckCounts, HttpCounts};
 
+thread_local! {
+    /// The grouped key being recorded (reused: no allocation per sample).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 pub(super) fn new_histogram() -> Histogram<u64> {
     // Auto-resizing, 3 significant figures (values in µs).
     Histogram::new(3).expect("3 significant figures is valid") // ok: only sigfig > 5 fails
@@ -61,6 +66,37 @@ impl Recorder {
             return record_into(&mut stripe.histograms, metric, us);
         }
         record_into(&mut self.histograms, metric, us);
+    }
+
+    /// Record `metric`, and under each breakdown group (`ttfa{scenario:weather}`): the
+    /// grouped histograms live beside the overall ones (in the shared stripes), so they cost
+    /// scenarios × metrics histograms per stripe, nothing per user or per call.
+    pub fn record_grouped(&mut self, metric: &str, value: Duration, groups: &[String]) {
+        if groups.is_empty() {
+            return self.record(metric, value);
+        }
+        let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
+        KEY.with(|k| {
+            let mut key = k.borrow_mut();
+            // One lock of the user's stripe for the metric and all its groups.
+            let mut stripe = match &self.shared {
+                Some((store, i)) => store.stripes.get(*i).and_then(|s| s.lock().ok()),
+                None => None,
+            };
+            let histograms = match stripe.as_deref_mut() {
+                Some(s) => &mut s.histograms,
+                None => &mut self.histograms,
+            };
+            record_into(histograms, metric, us);
+            for g in groups {
+                key.clear();
+                key.push_str(metric);
+                key.push('{');
+                key.push_str(g);
+                key.push('}');
+                record_into(histograms, &key, us);
+            }
+        });
     }
 
     /// How late the frame ending an utterance left (generator health).

@@ -123,6 +123,34 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn grouped_samples_go_to_the_stripes_beside_the_overall_ones() {
+        let store = Arc::new(SharedHistograms::new(2));
+        let groups = ["scenario:a".to_string(), "tag:t".to_string()];
+        let mut users: Vec<Recorder> = (0..4)
+            .map(|u| Recorder {
+                shared: Some((store.clone(), u % store.stripes())),
+                ..Recorder::default()
+            })
+            .collect();
+        let mut local = Recorder::default();
+        for rec in users.iter_mut() {
+            for ms in 1..=10 {
+                rec.record_grouped("ttfa", Duration::from_millis(ms), &groups);
+                local.record_grouped("ttfa", Duration::from_millis(ms), &groups);
+            }
+            assert!(rec.histograms.is_empty(), "nothing per user");
+        }
+        let mut total = Recorder::default();
+        store.drain_into(&mut total);
+        assert_eq!(
+            total.histograms.keys().collect::<Vec<_>>(),
+            ["ttfa", "ttfa{scenario:a}", "ttfa{tag:t}"]
+        );
+        assert_eq!(total.histograms, local.histograms);
+        assert_eq!(total.histograms["ttfa{tag:t}"].len(), 40);
+    }
+
+    #[test]
     fn shared_stripes_give_the_same_histograms_as_local_recording() {
         let store = Arc::new(SharedHistograms::new(4));
         let mut local = Recorder::default();

@@ -48,7 +48,8 @@ impl Summary {
     pub fn metric_names(&self) -> Vec<String> {
         let mut names = self.declared.clone();
         for k in self.recorder.histograms.keys() {
-            if !names.contains(k) {
+            // Grouped keys (`ttfa{scenario:x}`) belong to the breakdown.
+            if !k.contains('{') && !names.contains(k) {
                 names.push(k.clone());
             }
         }
@@ -83,6 +84,32 @@ impl Summary {
             .values()
             .fold((0u64, 0u64), |(p, f), c| (p + c.passed, f + c.failed));
         (p + f > 0).then(|| p as f64 / (p + f) as f64)
+    }
+
+    /// The per-scenario / per-tag breakdown: group (`scenario:NAME`, `tag:T`) → metric →
+    /// statistics, from the grouped histograms (metrics in report order). Empty when the run
+    /// recorded no groups (one scenario, no tags).
+    pub fn breakdown(&self) -> BTreeMap<String, Vec<(String, MetricStats)>> {
+        let mut out: BTreeMap<String, Vec<(String, MetricStats)>> = BTreeMap::new();
+        let order = self.metric_names();
+        for (key, h) in &self.recorder.histograms {
+            let Ok(k) = crate::plan::threshold_expr::split_metric_key(key) else {
+                continue;
+            };
+            let Some((kind, value)) = k.filter else {
+                continue;
+            };
+            if h.is_empty() {
+                continue;
+            }
+            out.entry(format!("{}:{value}", kind.name()))
+                .or_default()
+                .push((k.metric.to_string(), MetricStats::from_histogram(h)));
+        }
+        for metrics in out.values_mut() {
+            metrics.sort_by_key(|(m, _)| order.iter().position(|o| o == m).unwrap_or(usize::MAX));
+        }
+        out
     }
 
     /// Per-scenario iteration counts.

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod diag;
 mod fuzz;
 mod include;
+pub mod json_template;
 pub mod load;
 pub mod load_shape;
 pub mod model;

@@ -338,6 +338,146 @@ impl JsonSchema for ThresholdExpr {
     }
 }
 
+/// What a `{…}` filter on a threshold's metric selects: the samples of one scenario, or of
+/// every scenario carrying a tag (`ttfa{scenario:weather}`, `ttfa{tag:slow}`, as in k6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FilterKind {
+    Scenario,
+    Tag,
+}
+
+impl FilterKind {
+    pub const NAMES: &'static [&'static str] = &["scenario", "tag"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterKind::Scenario => "scenario",
+            FilterKind::Tag => "tag",
+        }
+    }
+}
+
+/// A metric key split into its metric and optional filter: `ttfa{scenario:weather}` →
+/// (`ttfa`, scenario `weather`). The same text keys the filtered histograms of a run (see
+/// [`group_key`]), `metrics.json`'s breakdown and the threshold table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricKey<'a> {
+    pub metric: &'a str,
+    pub filter: Option<(FilterKind, &'a str)>,
+}
+
+/// Split `metric{kind:value}`; a key without braces is the plain metric. Errors name what is
+/// wrong (an unknown kind comes with a did-you-mean).
+pub fn split_metric_key(key: &str) -> Result<MetricKey<'_>, String> {
+    let Some(open) = key.find('{') else {
+        if key.contains('}') {
+            return Err(format!("`{key}` has a `}}` without a `{{`"));
+        }
+        return Ok(MetricKey {
+            metric: key,
+            filter: None,
+        });
+    };
+    let metric = key[..open].trim_end();
+    let inner = key[open + 1..].strip_suffix('}').ok_or_else(|| {
+        format!("`{key}`: a filter is written `metric{{scenario:NAME}}` or `metric{{tag:NAME}}`, closed by `}}` at the end")
+    })?;
+    let (kind, value) = inner.split_once(':').ok_or_else(|| {
+        format!("`{key}`: write the filter as `{{scenario:NAME}}` or `{{tag:NAME}}`")
+    })?;
+    let (kind, value) = (kind.trim(), value.trim());
+    let kind = match kind {
+        "scenario" => FilterKind::Scenario,
+        "tag" => FilterKind::Tag,
+        other => {
+            let hint = super::diag::did_you_mean(other, FilterKind::NAMES)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "`{key}` filters by `{other}`{hint}: a threshold filters by `scenario` or `tag`"
+            ));
+        }
+    };
+    if metric.is_empty() || value.is_empty() || value.contains(['{', '}']) {
+        return Err(format!("`{key}`: write `metric{{{}:NAME}}`", kind.name()));
+    }
+    Ok(MetricKey {
+        metric,
+        filter: Some((kind, value)),
+    })
+}
+
+/// The metric of a key, without its filter (`ttfa{tag:slow}` → `ttfa`).
+pub fn base_metric(key: &str) -> &str {
+    split_metric_key(key).map_or(key, |k| k.metric)
+}
+
+/// The key of `metric` restricted to `group` (`scenario:weather` → `ttfa{scenario:weather}`).
+pub fn group_key(metric: &str, group: &str) -> String {
+    format!("{metric}{{{group}}}")
+}
+
+/// Whether a plan's samples are also recorded per scenario and tag (and its reports break
+/// metrics down): more than one scenario, any tags, or a filtered threshold.
+pub fn has_breakdown(plan: &super::model::Plan) -> bool {
+    plan.scenarios.len() > 1
+        || plan.scenarios.iter().any(|s| !s.tags.is_empty())
+        || !step_tags(plan).is_empty()
+        || plan.thresholds.keys().any(|k| k.contains('{'))
+}
+
+/// Every tag of the plan's steps (sorted, once each).
+pub fn step_tags(plan: &super::model::Plan) -> Vec<String> {
+    let mut tags = Vec::new();
+    for (si, sc) in plan.scenarios.iter().enumerate() {
+        super::walk_steps(
+            &sc.steps,
+            &crate::plan_path!["scenarios", si],
+            &mut |step, _| {
+                tags.extend(step.tags.iter().flatten().cloned());
+            },
+        );
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// The breakdown groups of a step with `tags:` in scenario `scenario`: the scenario's groups,
+/// then `tag:T` for each of the step's tags not already there (None without step tags).
+pub fn step_groups(
+    plan: &super::model::Plan,
+    scenario: &str,
+    step: &super::model::Step,
+) -> Option<std::sync::Arc<[String]>> {
+    let tags = step.tags.as_ref().filter(|t| !t.is_empty())?;
+    let sc = plan.scenarios.iter().find(|s| s.name == scenario)?;
+    let mut groups = breakdown_groups(plan, sc);
+    for t in tags {
+        let g = format!("tag:{t}");
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Some(groups.into())
+}
+
+/// The groups `sc`'s samples count under in `plan` (none without a breakdown).
+pub fn breakdown_groups(plan: &super::model::Plan, sc: &super::model::Scenario) -> Vec<String> {
+    if has_breakdown(plan) {
+        scenario_groups(&sc.name, &sc.tags)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The groups a scenario's samples belong to: `scenario:NAME`, then `tag:T` for each tag.
+pub fn scenario_groups(name: &str, tags: &[String]) -> Vec<String> {
+    let mut g = vec![format!("scenario:{name}")];
+    g.extend(tags.iter().map(|t| format!("tag:{t}")));
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +546,26 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("needs a `threshold`"), "{e}");
+    }
+
+    #[test]
+    fn metric_keys_split() {
+        let k = split_metric_key("ttfa{scenario:weather}").unwrap();
+        assert_eq!(k.metric, "ttfa");
+        assert_eq!(k.filter, Some((FilterKind::Scenario, "weather")));
+        let k = split_metric_key("ttfa{ tag: slow }").unwrap();
+        assert_eq!(k.filter, Some((FilterKind::Tag, "slow")));
+        assert_eq!(split_metric_key("ttfa").unwrap().filter, None);
+        assert!(
+            split_metric_key("ttfa{scenaro:x}")
+                .unwrap_err()
+                .contains("did you mean `scenario`")
+        );
+        assert!(split_metric_key("ttfa{scenario:x").is_err());
+        assert!(split_metric_key("ttfa{scenario:}").is_err());
+        assert!(split_metric_key("ttfa}").is_err());
+        assert_eq!(base_metric("ttfa{tag:a}"), "ttfa");
+        assert_eq!(group_key("ttfa", "tag:a"), "ttfa{tag:a}");
     }
 
     #[test]

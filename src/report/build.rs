@@ -45,6 +45,12 @@ impl RunInfo {
                 .load
                 .shard
                 .map(|s| ShardReport::planned(s, plan.load.users)),
+            scenario_groups: plan
+                .scenarios
+                .iter()
+                .filter(|s| !s.groups.is_empty())
+                .map(|s| (s.name.clone(), s.groups.clone()))
+                .collect(),
         }
     }
 }
@@ -62,6 +68,48 @@ pub fn shard_finished(shard: Shard, total_users: u32, s: &Summary) -> ShardRepor
         http: s.recorder.http,
         ..ShardReport::planned(shard, total_users)
     }
+}
+
+/// The per-scenario / per-tag breakdown (empty without groups: one untagged scenario).
+fn breakdown(info: &RunInfo, s: &Summary) -> Vec<crate::contract::GroupReport> {
+    use crate::contract::{GroupMetric, GroupReport};
+    let mut groups = s.breakdown();
+    let scenarios = s.scenarios();
+    if groups.is_empty() && scenarios.len() < 2 && info.scenario_groups.is_empty() {
+        return Vec::new();
+    }
+    // Every scenario and tag of the plan, even one that measured nothing.
+    for g in info.scenario_groups.values().flatten() {
+        groups.entry(g.clone()).or_default();
+    }
+    for name in scenarios.keys() {
+        groups.entry(format!("scenario:{name}")).or_default();
+    }
+    let mut out: Vec<GroupReport> = groups
+        .into_iter()
+        .map(|(group, metrics)| {
+            let (kind, name) = group.split_once(':').unwrap_or(("scenario", &group));
+            let iterations =
+                (kind == "scenario").then(|| scenarios.get(name).cloned().unwrap_or_default());
+            GroupReport {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                success_rate: iterations.as_ref().and_then(|c| c.success_rate()),
+                iterations,
+                metrics: metrics
+                    .into_iter()
+                    .map(|(metric, st)| GroupMetric {
+                        metric,
+                        stats: MetricReport::from(Some(st)),
+                    })
+                    .collect(),
+                group: group.clone(),
+            }
+        })
+        .collect();
+    // Scenarios first, then tags (each by name).
+    out.sort_by(|a, b| (a.kind != "scenario", &a.name).cmp(&(b.kind != "scenario", &b.name)));
+    out
 }
 
 impl RunReport {
@@ -129,6 +177,7 @@ impl RunReport {
             scenarios: s.scenarios(),
             metrics,
             metric_order: order,
+            breakdown: breakdown(info, s),
             thresholds,
             failures,
             generator: {

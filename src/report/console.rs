@@ -129,6 +129,7 @@ pub fn console_summary_color(
         )?;
     }
     writeln!(w, "(milliseconds)")?;
+    console_breakdown(report, w, width)?;
     console_health(report, w, color)?;
     if !report.thresholds.is_empty() {
         writeln!(w)?;
@@ -257,6 +258,46 @@ pub fn console_health(
             writeln!(w, "\x1b[1;33m{text}\x1b[0m")?;
         } else {
             writeln!(w, "{text}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-scenario / per-tag breakdown (plans with several scenarios or tags).
+fn console_breakdown(report: &RunReport, w: &mut dyn Write, width: usize) -> std::io::Result<()> {
+    if report.breakdown.is_empty() {
+        return Ok(());
+    }
+    writeln!(w)?;
+    writeln!(w, "by scenario and tag:")?;
+    for g in &report.breakdown {
+        let counts = match &g.iterations {
+            Some(c) => format!(
+                " — {} iterations, {} succeeded, {} failed{}",
+                c.total,
+                c.succeeded,
+                c.failed,
+                g.success_rate
+                    .map_or(String::new(), |r| format!(" (success {:.1}%)", r * 100.0))
+            ),
+            None => String::new(),
+        };
+        writeln!(w, "  {}{counts}", g.group)?;
+        for m in &g.metrics {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+            let s = &m.stats;
+            writeln!(
+                w,
+                "    {:width$}  {:>6}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
+                m.metric,
+                s.count,
+                f(s.min_ms),
+                f(s.mean_ms),
+                f(s.p50_ms),
+                f(s.p95_ms),
+                f(s.p99_ms),
+                f(s.max_ms)
+            )?;
         }
     }
     Ok(())

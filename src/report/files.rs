@@ -111,15 +111,20 @@ impl RunFiles {
             })
             .collect();
         let mut rec = crate::metrics::Recorder {
-            windows: crate::metrics::Windows::for_thresholds(&specs),
+            windows: crate::metrics::Windows {
+                groups: info.scenario_groups.clone(),
+                ..crate::metrics::Windows::for_thresholds(&specs)
+            },
             ..crate::metrics::Recorder::default()
         };
         for it in &iterations {
             let r = it.to_record();
+            let groups = rec.windows.groups_of(&r.scenario);
             for sm in &r.samples {
-                rec.record(
+                rec.record_grouped(
                     &sm.metric,
                     std::time::Duration::from_secs_f64(sm.value_ms.max(0.0) / 1000.0),
+                    &groups,
                 );
             }
             rec.iteration(r);

@@ -106,13 +106,47 @@ pub fn render(view: &ReportView) -> Result<String, ReportError> {
         };
         let mut case = TestCase::new(format!("scenario {name} success rate"), status);
         case.set_classname(format!("planrun.{}.scenarios", view.plan));
-        case.set_system_out(text);
+        case.set_system_out(text + &group_metrics(view, &format!("scenario:{name}")));
+        suite.add_test_case(case);
+    }
+    // Tags: their metrics, for the record (a tag's thresholds are test cases above).
+    for g in view.breakdown.iter().filter(|g| g.kind == "tag") {
+        let mut case = TestCase::new(format!("tag {} metrics", g.name), TestCaseStatus::success());
+        case.set_classname(format!("planrun.{}.tags", view.plan));
+        case.set_system_out(format!(
+            "metrics of the scenarios tagged `{}`{}",
+            g.name,
+            group_metrics(view, &g.group)
+        ));
         suite.add_test_case(case);
     }
     report.add_test_suite(suite);
     report
         .to_string()
         .map_err(|e| ReportError::Junit(e.to_string()))
+}
+
+/// One line per metric of a breakdown group (`scenario:NAME`, `tag:T`), each starting with a
+/// line break; empty without a breakdown.
+fn group_metrics(view: &ReportView, group: &str) -> String {
+    let Some(g) = view.breakdown.iter().find(|g| g.group == group) else {
+        return String::new();
+    };
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    g.metrics
+        .iter()
+        .map(|m| {
+            format!(
+                "\n{}{{{group}}}: count {}, p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+                m.metric,
+                m.stats.count,
+                f(m.stats.p50_ms),
+                f(m.stats.p95_ms),
+                f(m.stats.p99_ms),
+                f(m.stats.max_ms)
+            )
+        })
+        .collect()
 }
 
 /// The generator-health case: an error when the run is inconclusive (planrun was the

@@ -209,7 +209,10 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
             expr: parsed,
         });
     }
-    let windows = crate::metrics::Windows::for_thresholds(&specs);
+    let mut windows = crate::metrics::Windows::for_thresholds(&specs);
+    if let Some(i) = &runs[0].info {
+        windows.groups = i.scenario_groups.clone();
+    }
     // Exact sums.
     let mut rec = Recorder::default();
     for r in &runs {
@@ -304,6 +307,11 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged, ReportError> {
         thresholds: threshold_text,
         planrun_version: env!("CARGO_PKG_VERSION").to_string(),
         shard: None,
+        scenario_groups: first
+            .info
+            .as_ref()
+            .map(|i| i.scenario_groups.clone())
+            .unwrap_or_default(),
     };
     let mut rep = RunReport::from_summary(&info, &summary, results);
     let peak = |f: fn(&RunReport) -> Option<f64>| {

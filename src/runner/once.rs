@@ -98,7 +98,7 @@ pub(super) async fn run_once(
         .collect();
     // The run's central, bounded view of finished iterations: the abort monitor judges it,
     // and it keeps the per-step series windowed thresholds are judged from at the end.
-    let windows = crate::metrics::Windows::for_thresholds(&plan.thresholds);
+    let windows = crate::metrics::Windows::for_plan(plan);
     let live_summary: Option<report::timeline::LiveSummary> = (!abort_specs.is_empty()
         || windows.is_configured()
         || ctx.dashboard.is_some())

@@ -454,8 +454,10 @@ async fn realtime_session_rate_and_beta_names_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_tool_call_and_odd_client_events() {
+    // The lenient agent (the tool runs agent-side; the strict default is in tests/tool_calls.rs).
     let agent = start(AgentConfig {
         tool_latency: Dist::from_millis(300),
+        wait_for_tool_result: false,
         ..fast_config()
     })
     .await;
@@ -519,6 +521,7 @@ async fn realtime_speech_while_calling_a_tool_cancels_the_open_response() {
     let agent = start(AgentConfig {
         tool_fraction: 1.0,
         tool_latency: Dist::from_millis(1500),
+        wait_for_tool_result: false,
         ..fast_config()
     })
     .await;

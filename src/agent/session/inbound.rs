@@ -42,6 +42,14 @@ impl Session {
             }
             Input::SpeechEnd(hint) => self.on_speech_end_message(hint, now),
             Input::CreateResponse => self.on_create_response(now),
+            Input::ToolResult => {
+                if let Phase::Thinking { turn, stage, .. } = &mut self.phase
+                    && *stage == Stage::ToolWait
+                {
+                    turn.tool_answered = true;
+                }
+                Ok(())
+            }
             Input::Cancel => self.on_cancel(now),
             Input::ClearBuffer => self.drop_utterance(now),
             Input::ManualTurns(manual) => {
@@ -134,6 +142,22 @@ impl Session {
         {
             // Its `response.done` is out (sent ahead): only the caller's playout is left.
             self.phase = Phase::Idle;
+        }
+        if let Phase::Thinking { turn, stage, until } = &mut self.phase
+            && *stage == Stage::ToolWait
+        {
+            if !turn.tool_answered {
+                return self.emit(Output::Error {
+                    code: "tool_result_missing",
+                    message: "response.create before the function_call_output of the pending \
+                              tool call"
+                        .into(),
+                });
+            }
+            // The tool result is in: the LLM answers with it.
+            *stage = Stage::Generate;
+            *until = now + turn.llm + turn.tts;
+            return Ok(());
         }
         match &mut self.phase {
             Phase::Idle => {

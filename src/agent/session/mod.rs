@@ -97,8 +97,12 @@ enum Stage {
     /// Manual turns (Realtime `turn_detection: null`): transcribed, waiting for
     /// `response.create`.
     Hold,
-    /// Until the tool result.
+    /// Until the tool result (strict OpenAI Realtime: until the model makes the call, then
+    /// [`Stage::ToolWait`]).
     Tool,
+    /// (OpenAI Realtime, strict) the response ended with the tool call: until the caller's
+    /// `function_call_output` and `response.create` (or [`TOOL_RESULT_TIMEOUT`]).
+    ToolWait,
     /// LLM + TTS until the first audio.
     Generate,
 }
@@ -112,6 +116,8 @@ struct Turn {
     llm: Duration,
     tts: Duration,
     tool: Option<Duration>,
+    /// (`Stage::ToolWait`) the caller's `function_call_output` arrived.
+    tool_answered: bool,
     /// The reply pipeline may run (false in manual mode until `response.create`).
     go: bool,
     audio: ReplyAudio,
@@ -122,6 +128,10 @@ struct Turn {
     /// `malformed` fault: which control message goes out as broken JSON.
     corrupt: Option<Slot>,
 }
+
+/// How long the agent waits for a tool result (`Stage::ToolWait`) before giving up the turn
+/// with an `error` (the real API waits indefinitely; the caller's `await` times out first).
+const TOOL_RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// User speech that started while the agent was busy.
 #[derive(Debug, Clone, Copy)]

@@ -77,6 +77,7 @@ impl Session {
             llm,
             tts,
             tool,
+            tool_answered: false,
             go,
             audio,
             drop_at: (drop_roll < c.faults.drop).then(|| mid_reply(drop_pos, audio.frames)),
@@ -94,6 +95,7 @@ impl Session {
     /// A thinking stage finished at its scheduled time `due` (the next stage counts from
     /// there, so timer lateness does not add up).
     pub(super) fn on_stage(&mut self, due: Instant) -> Result<(), End> {
+        let strict = self.strict_tools();
         let Phase::Thinking { turn, stage, .. } = &mut self.phase else {
             return Ok(());
         };
@@ -110,6 +112,30 @@ impl Session {
                 Ok(())
             }
             Stage::Hold => Ok(()),
+            Stage::ToolWait => {
+                self.phase = Phase::Idle;
+                self.emit(Output::Error {
+                    code: "tool_result_timeout",
+                    message: format!(
+                        "no function_call_output and response.create for the tool call within {} s",
+                        super::TOOL_RESULT_TIMEOUT.as_secs()
+                    ),
+                })
+            }
+            Stage::Tool if strict => {
+                // As the real API: the response ends with the call, and the agent waits for
+                // the caller's result.
+                *stage = Stage::ToolWait;
+                let arguments = json!({ "query": turn.transcript }).to_string();
+                if let Phase::Thinking { until, .. } = &mut self.phase {
+                    *until = due + super::TOOL_RESULT_TIMEOUT;
+                }
+                self.emit(Output::ToolCall {
+                    name: "lookup",
+                    arguments,
+                    awaits_result: true,
+                })
+            }
             Stage::Tool => {
                 *stage = Stage::Generate;
                 if let Phase::Thinking { turn, until, .. } = &mut self.phase {
@@ -147,9 +173,15 @@ impl Session {
         }
     }
 
+    /// Tool calls wait for the caller's result (OpenAI Realtime, `wait_for_tool_result`).
+    pub(super) fn strict_tools(&self) -> bool {
+        self.shared.config.wait_for_tool_result && self.wire.has_tool_results()
+    }
+
     /// The transcript is out and the reply may run: call the tool if the turn has one, then
     /// generate (from `at`).
     pub(super) fn begin_response(&mut self, at: Instant) -> Result<(), End> {
+        let strict = self.strict_tools();
         let Phase::Thinking { turn, stage, until } = &mut self.phase else {
             return Ok(());
         };
@@ -157,10 +189,15 @@ impl Session {
             Some(tool) => {
                 *stage = Stage::Tool;
                 *until = at + tool;
+                if strict {
+                    // The model takes `tool_latency` to make the call (see `Stage::Tool`).
+                    return Ok(());
+                }
                 let arguments = json!({ "query": turn.transcript }).to_string();
                 self.emit(Output::ToolCall {
                     name: "lookup",
                     arguments,
+                    awaits_result: false,
                 })
             }
             None => {

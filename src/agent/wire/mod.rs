@@ -61,6 +61,9 @@ pub(crate) enum Input {
     Interrupt,
     /// Realtime `response.create`.
     CreateResponse,
+    /// Realtime `conversation.item.create` of the `function_call_output` of the pending tool
+    /// call.
+    ToolResult,
     /// Realtime `response.cancel`.
     Cancel,
     /// Realtime `input_audio_buffer.clear`.
@@ -117,6 +120,9 @@ pub(crate) enum Output<'a> {
     ToolCall {
         name: &'a str,
         arguments: String,
+        /// The response ends with the call; the caller sends the result and asks for the
+        /// next response (OpenAI Realtime, strict).
+        awaits_result: bool,
     },
     /// First reply audio is about to go out; `duration` is the whole reply's audio.
     ResponseStart {
@@ -186,6 +192,11 @@ impl Wire {
 
     /// Decode one text or binary message (control frames are the session's business).
     /// `idle`: no turn is under way and no utterance is open.
+    /// Whether the protocol's tool calls wait for the caller's result (OpenAI Realtime).
+    pub fn has_tool_results(&self) -> bool {
+        matches!(self, Wire::OpenAi(_))
+    }
+
     pub fn decode(&mut self, msg: &Message, idle: bool) -> Vec<Input> {
         match self {
             Wire::Raw => raw::decode(msg),

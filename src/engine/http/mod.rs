@@ -98,7 +98,8 @@ pub async fn run_iteration(
 
 impl Call<'_, '_> {
     fn record(&mut self, metric: &str, value: Duration, at: Instant) {
-        self.recorder.record(self.ctx.rec, metric, value, at);
+        self.recorder
+            .record(self.ctx.rec, self.ctx.groups, metric, value, at);
     }
 
     fn mark(&mut self, kind: &str, at: Instant, detail: String) {
@@ -128,8 +129,8 @@ impl Call<'_, '_> {
                     self.sleep_until(until, step).await?;
                 }
                 Action::Mark(name) => self.mark(name, Instant::now(), String::new()),
+                // Plan validation refuses the rest for http_chunks.
                 other => {
-                    // Plan validation refuses these for http_chunks.
                     return Err(fail(
                         FailureClass::ProtocolError,
                         step,

@@ -152,13 +152,24 @@ impl Session<'_, '_> {
                 _ = sleep_until(tick.unwrap_or(deadline)), if tick.is_some_and(|t| t < deadline) => self.tick(step).await?,
                 _ = sleep_until(wake.unwrap_or(deadline)), if wake.is_some_and(|t| t < deadline) => {}
                 _ = &mut timeout => {
-                    return Err(fail(
-                        FailureClass::Timeout,
-                        step,
-                        format!("no `{name}` within {}", format_duration(allowed)),
-                    ));
+                    let waited = format!("no `{name}` within {}", format_duration(allowed));
+                    return Err(match &self.unanswered_tool {
+                        // The bot is waiting for the caller: say so, not just "timeout".
+                        Some(tool) => fail(
+                            FailureClass::ToolCallUnanswered,
+                            step,
+                            format!(
+                                "{waited}: the bot called tool {tool} and waits for its result; \
+                                 answer it with `on_tool_call` (or a `send_json` step)"
+                            ),
+                        ),
+                        None => fail(FailureClass::Timeout, step, waited),
+                    });
                 }
-                msg = self.stream.next() => self.ingest(step, msg)?,
+                msg = self.stream.next() => {
+                    self.ingest(step, msg)?;
+                    self.send_tool_results(step).await?;
+                }
             }
         }
     }
@@ -174,6 +185,9 @@ impl Session<'_, '_> {
         capture: &[Capture],
     ) -> Result<(), String> {
         self.marks.insert(name.to_string(), at);
+        if let Some(json) = json {
+            self.last_event = Some(json.clone());
+        }
         if let Some(metric) = record {
             self.record_since(metric, reference, at);
         }

@@ -72,7 +72,10 @@ impl Session<'_, '_> {
                 }
                 _ = &mut deadline => return Ok(()),
                 _ = sleep_until(tick.unwrap_or(until)), if tick.is_some_and(|t| t < until) => self.tick(step).await?,
-                msg = self.stream.next() => self.ingest(step, msg)?,
+                msg = self.stream.next() => {
+                    self.ingest(step, msg)?;
+                    self.send_tool_results(step).await?;
+                }
             }
         }
     }
@@ -169,6 +172,11 @@ impl Session<'_, '_> {
                 }
                 if name == "response_end" {
                     self.playout.reset();
+                }
+                if name == "tool_call"
+                    && matches!(self.codec, crate::protocol::client::Codec::OpenAi(_))
+                {
+                    self.answer_tool_call(&json)?;
                 }
                 Kind::Event {
                     name,

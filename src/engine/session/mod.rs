@@ -91,6 +91,15 @@ struct Session<'c, 'a> {
     /// Text of the last clip sent, attached to the next `speech_end`.
     said: Option<String>,
     connected: Instant,
+    /// The last awaited or expected event's JSON (`{{ event.… }}` in `send_json`).
+    last_event: Option<serde_json::Value>,
+    /// `on_tool_call` answers decoded but not sent yet (sent right after the read that
+    /// brought the call), with the tool they answer.
+    outbox: Vec<(Message, String)>,
+    /// A tool call (OpenAI Realtime) nothing answered: the bot waits for its result.
+    unanswered_tool: Option<String>,
+    /// The running step's breakdown groups, when it has `tags:` (else the scenario's).
+    step_groups: Option<std::sync::Arc<[String]>>,
 }
 
 fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failure>) {
@@ -158,6 +167,10 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         idle_next: None,
         said: None,
         connected,
+        last_event: None,
+        outbox: Vec::new(),
+        unanswered_tool: None,
+        step_groups: None,
     };
     s.record("connect", connected - started, connected);
     s.marks.insert("connected".into(), connected);
@@ -184,6 +197,7 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
             break;
         }
     }
+    s.step_groups = None;
     // A server that hangs up before the call's last step fails it, even with a normal close.
     if failure.is_none()
         && let Some(why) = &s.closed
@@ -208,10 +222,13 @@ impl Session<'_, '_> {
         if metric == FRAME_JITTER && !self.ctx.detail.frame_jitter {
             // One per chunk: the histogram has it, the timeline would balloon (unless a
             // threshold judges it over time).
-            self.ctx.rec.record(metric, value);
+            let groups = self.step_groups.as_deref().unwrap_or(self.ctx.groups);
+            self.ctx.rec.record_grouped(metric, value, groups);
             return;
         }
-        self.recorder.record(self.ctx.rec, metric, value, at);
+        let groups = self.step_groups.as_deref().unwrap_or(self.ctx.groups);
+        self.recorder
+            .record(self.ctx.rec, groups, metric, value, at);
     }
 
     /// Record `at - reference`; when the reference is a scheduled end of speech, also from

@@ -6,8 +6,12 @@ use tokio::time::Instant;
 
 use crate::metrics::{Failure, FailureClass};
 use crate::plan::compile::{Action, DEFAULT_AWAIT_TIMEOUT, StepSpec};
+use crate::plan::json_template::JsonTemplate;
+use crate::plan::template::Context;
 use crate::plan::{CHECK_FAILED_MARKER, CHECK_PASSED_MARKER};
 use crate::protocol::Control;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::timeline::UserSpeech;
 use super::{Session, encode_failure};
@@ -80,6 +84,7 @@ impl Session<'_, '_> {
     }
 
     pub(super) async fn step(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        self.step_groups.clone_from(&step.groups);
         // A step that waits for the server ends the schedule: what follows it starts when it
         // finishes.
         if matches!(
@@ -176,6 +181,7 @@ impl Session<'_, '_> {
                 self.mark(&format!("mark:{name}"), now, String::new());
                 Ok(())
             }
+            Action::SendJson(template) => self.send_json(step, template).await,
             Action::Expect {
                 what,
                 record,
@@ -263,4 +269,82 @@ impl Session<'_, '_> {
         }
         Ok(())
     }
+
+    /// `send_json`: render the message from the last awaited event and send it as is. A
+    /// `function_call_output` answers the pending tool call.
+    async fn send_json(&mut self, step: &StepSpec, template: &JsonTemplate) -> Result<(), Failure> {
+        let cx = Context {
+            event: self.last_event.as_ref(),
+            ..Context::default()
+        };
+        let value = template.render(&cx).map_err(|e| {
+            fail(
+                FailureClass::BadValue,
+                step,
+                format!("send_json: {e} (the last awaited event has no such field)"),
+            )
+        })?;
+        let answers_tool =
+            value.pointer("/item/type").and_then(|t| t.as_str()) == Some("function_call_output");
+        self.send(step, Message::text(value.to_string())).await?;
+        if answers_tool {
+            let now = Instant::now();
+            let tool = self.unanswered_tool.take().unwrap_or_default();
+            self.marks.insert(TOOL_RESULT.into(), now);
+            self.mark(TOOL_RESULT, now, tool);
+        }
+        Ok(())
+    }
+
+    /// A tool call arrived (OpenAI Realtime): queue the `on_tool_call` answer —
+    /// `conversation.item.create` of a `function_call_output` with its `call_id`, then
+    /// `response.create` — or remember that nothing answers it.
+    pub(super) fn answer_tool_call(&mut self, call: &serde_json::Value) -> Result<(), String> {
+        let field = |k: &str| call.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let (tool, call_id) = (field("name").to_string(), field("call_id").to_string());
+        let cx = Context {
+            event: Some(call),
+            ..Context::default()
+        };
+        match self.ctx.on_tool_call.and_then(|r| r.output(&tool, &cx)) {
+            Some(Ok(output)) => {
+                let item = json!({
+                    "type": "conversation.item.create",
+                    "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+                });
+                let detail = format!("{tool} {call_id}");
+                self.outbox
+                    .push((Message::text(item.to_string()), detail.clone()));
+                let create = json!({"type": "response.create"});
+                self.outbox
+                    .push((Message::text(create.to_string()), detail));
+            }
+            Some(Err(e)) => return Err(format!("on_tool_call `{tool}`: {e}")),
+            None => self.unanswered_tool = Some(format!("`{tool}` (call_id {call_id})")),
+        }
+        Ok(())
+    }
+
+    /// Send the queued `on_tool_call` answers; the instant the result left is `tool_result`
+    /// (for `from: tool_result`).
+    pub(super) async fn send_tool_results(&mut self, step: &StepSpec) -> Result<(), Failure> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut sent = None;
+        for (msg, detail) in std::mem::take(&mut self.outbox) {
+            self.send(step, msg).await?;
+            if sent.is_none() {
+                sent = Some((Instant::now(), detail));
+            }
+        }
+        if let Some((at, detail)) = sent {
+            self.marks.insert(TOOL_RESULT.into(), at);
+            self.mark(TOOL_RESULT, at, detail);
+        }
+        Ok(())
+    }
 }
+
+/// The mark of the instant a tool result left.
+const TOOL_RESULT: &str = "tool_result";

@@ -109,9 +109,10 @@ impl CompiledPlan {
     /// What the thresholds need on the timeline (see [`TimelineDetail`]).
     pub fn timeline_detail(&self) -> TimelineDetail {
         let over_time = |metric: &str| {
-            self.thresholds
-                .iter()
-                .any(|t| t.metric == metric && (t.expr.window.is_some() || t.expr.abort_on_fail))
+            self.thresholds.iter().any(|t| {
+                super::threshold_expr::base_metric(&t.metric) == metric
+                    && (t.expr.window.is_some() || t.expr.abort_on_fail)
+            })
         };
         TimelineDetail {
             frame_jitter: over_time(super::FRAME_JITTER),
@@ -455,6 +456,9 @@ fn scenarios_of(cx: &mut Cx, plan: &super::Plan) -> Vec<ScenarioSpec> {
             weight: sc.weight,
             timeout: sc.timeout.map(|t| t.0),
             steps,
+            tags: sc.tags.clone(),
+            groups: super::threshold_expr::breakdown_groups(plan, sc),
+            on_tool_call: super::json_template::compile_tool_replies(cx.lp, si),
         });
     }
     out

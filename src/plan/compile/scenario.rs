@@ -21,7 +21,7 @@ use super::{
 
 pub(super) struct Cx<'a> {
     /// The plan file (positions, paths).
-    lp: &'a LoadedPlan,
+    pub(super) lp: &'a LoadedPlan,
     /// The plan being compiled: `lp.plan`, or one data row's rendering of it.
     pub(super) plan: &'a Plan,
     /// Prefixed to errors (`data row 3: `) while compiling a row's rendering.
@@ -309,6 +309,7 @@ impl<'a> Cx<'a> {
                 index: i,
                 line,
                 action,
+                groups: crate::plan::threshold_expr::step_groups(&self.lp.plan, scenario, step),
             });
         }
     }
@@ -365,6 +366,10 @@ impl<'a> Cx<'a> {
         }
         if let Some(m) = &step.mark {
             return Some(Action::Mark(m.clone()));
+        }
+        if let Some(v) = &step.send_json {
+            return crate::plan::json_template::compile_step(self.lp, v, path, self.errs)
+                .map(Action::SendJson);
         }
         let (target, check) = match (&step.expect, &step.check) {
             (Some(e), _) => (e, None),

@@ -27,6 +27,12 @@ pub struct ScenarioSpec {
     pub weight: f64,
     pub timeout: Option<Duration>,
     pub steps: Vec<StepSpec>,
+    /// `tags:`, and the breakdown groups its samples also count under (`scenario:NAME`,
+    /// `tag:T`; empty when the plan has one scenario and no tags).
+    pub tags: Vec<String>,
+    pub groups: Vec<String>,
+    /// (`openai-realtime`) the answers to tool calls (the scenario's, else the target's).
+    pub on_tool_call: Option<Arc<crate::plan::json_template::ToolReplies>>,
 }
 
 /// A step with where it came from.
@@ -37,6 +43,9 @@ pub struct StepSpec {
     /// 1-based line in the plan file (0 if unknown).
     pub line: usize,
     pub action: Action,
+    /// (a step with `tags:`) the breakdown groups of what is measured while it runs: its
+    /// scenario's and its own tags' (None: the scenario's).
+    pub groups: Option<Arc<[String]>>,
 }
 
 impl StepSpec {
@@ -90,6 +99,8 @@ pub enum Action {
         check: Option<String>,
     },
     Mark(String),
+    /// `send_json`: one JSON message, its strings templated.
+    SendJson(Arc<crate::plan::json_template::JsonTemplate>),
 }
 
 impl Action {
@@ -103,6 +114,7 @@ impl Action {
             Action::Expect { check: None, .. } => "expect",
             Action::Expect { check: Some(_), .. } => "check",
             Action::Mark(_) => "mark",
+            Action::SendJson(_) => "send_json",
         }
     }
 }

@@ -13,6 +13,7 @@ mod scalars;
 mod scenario;
 mod target;
 mod vars;
+mod tools;
 
 pub use data::*;
 pub use generator::*;
@@ -23,6 +24,7 @@ pub use scalars::*;
 pub use scenario::*;
 pub use target::*;
 pub use vars::*;
+pub use tools::*;
 
 use std::collections::BTreeMap;
 

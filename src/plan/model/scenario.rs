@@ -19,6 +19,11 @@ pub struct Scenario {
     pub weight: f64,
     /// The whole iteration fails with `timeout` past this.
     pub timeout: Option<Dur>,
+    /// Labels for the per-scenario breakdown and filtered thresholds (`ttfa{tag:slow}`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// (`openai-realtime`) answer the bot's tool calls (replaces the target's `on_tool_call`).
+    pub on_tool_call: Option<super::OnToolCall>,
     pub steps: Vec<Step>,
 }
 
@@ -55,6 +60,9 @@ pub struct Step {
     pub check: Option<String>,
     /// Remember this instant under a name, for `from:`.
     pub mark: Option<String>,
+    /// Send one JSON message as is (any protocol). Strings in it are templates:
+    /// `{{ event.FIELD }}` (the last awaited or expected event), `{{ row.… }}`, `{{ vars.… }}`.
+    pub send_json: Option<serde_json::Value>,
     /// Run the nested `steps` this many times.
     pub repeat: Option<u32>,
     /// Run the steps of the named fragment (`fragments:`) here.
@@ -81,6 +89,9 @@ pub struct Step {
     pub name: Option<String>,
     /// (`repeat`) the steps to repeat.
     pub steps: Option<Vec<Step>>,
+    /// Labels for the breakdown: what is measured while this step runs also counts under
+    /// these tags (`ttfa{tag:slow}`), besides its scenario's.
+    pub tags: Option<Vec<String>>,
 }
 
 /// The action keys of a step, in the order the schema lists them.
@@ -93,6 +104,7 @@ pub const STEP_ACTIONS: &[&str] = &[
     "expect",
     "check",
     "mark",
+    "send_json",
     "repeat",
     "use",
 ];
@@ -109,6 +121,7 @@ impl Step {
             self.expect.is_some(),
             self.check.is_some(),
             self.mark.is_some(),
+            self.send_json.is_some(),
             self.repeat.is_some(),
             self.use_.is_some(),
         ];

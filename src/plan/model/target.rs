@@ -67,6 +67,8 @@ pub struct Target {
     /// Settings of the built-in agent (used when `url: builtin`).
     #[serde(default)]
     pub agent: AgentSpec,
+    /// (`openai-realtime`) answer the bot's tool calls (every scenario without its own).
+    pub on_tool_call: Option<super::OnToolCall>,
     /// Settings of `protocol: http_chunks` (audio POSTed in chunks over HTTP).
     #[serde(default)]
     pub http: HttpSpec,
@@ -265,6 +267,10 @@ pub struct AgentSpec {
     pub tool_fraction: Option<f64>,
     /// Latency of a tool call.
     pub tool_latency: Option<Jitter>,
+    /// (`openai-realtime`) wait for the caller's `function_call_output` and `response.create`
+    /// after a tool call, as the real API does (default true; see `on_tool_call`). `false`:
+    /// answer `tool_latency` after the call without it.
+    pub wait_for_tool_result: Option<bool>,
     /// Send a `metrics` message with component timings each turn.
     pub send_metrics: Option<bool>,
     /// (`http_chunks`) processing time of each chunk before the answer.

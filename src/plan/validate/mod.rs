@@ -65,6 +65,8 @@ fn known_marks(plan: &Plan) -> Vec<String> {
             "connected",
             "audio_stops",
             "audio_resumes",
+            // When an `on_tool_call` answer went out (OpenAI Realtime).
+            "tool_result",
         ]
         .map(String::from),
     );
@@ -223,6 +225,7 @@ pub(super) fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
             None,
         ));
     }
+    crate::plan::json_template::validate_tool_replies(lp, &mut errs);
     let mut names = BTreeSet::new();
     let mut total_weight = 0.0;
     let marks = known_marks(plan);

@@ -144,6 +144,13 @@ pub(super) fn validate_step(
             errs.push(lp.diag(&with(key), format!("`{name}` is reserved"), None));
         }
     }
+    if step.repeat.is_some() && step.tags.is_some() {
+        errs.push(lp.diag(
+            &with("tags"),
+            "`tags` on a `repeat`: tag the steps inside it",
+            None,
+        ));
+    }
     if let Some(mark) = &step.mark
         && !is_identifier(mark)
     {

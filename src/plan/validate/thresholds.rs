@@ -9,6 +9,7 @@ use crate::plan::{
     CHECKS, HTTP_CHUNK_LATENCY, LoadedPlan, QUALITY_METRICS, SUCCESS_RATE, walk_steps,
 };
 use crate::plan_path;
+use crate::protocol::OneOrMany;
 
 /// Plan errors of the `thresholds` table.
 pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
@@ -25,11 +26,17 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
         });
     }
     crate::plan::walk_fragments(plan, &mut |step, _| has_checks |= step.check.is_some());
-    for (name, exprs) in &plan.thresholds {
+    for (key, exprs) in &plan.thresholds {
+        let path = plan_path!["thresholds", key.as_str()];
+        // `ttfa{scenario:weather}`: the metric, restricted to a scenario's or a tag's samples.
+        let name = match filter(lp, key, exprs, &path, errs) {
+            Some(k) => k,
+            None => continue,
+        };
+        let name = &name;
         if super::run_metrics::check(lp, name, exprs, errs) {
             continue;
         }
-        let path = plan_path!["thresholds", name.as_str()];
         if http_chunks && QUALITY_METRICS.contains(&name.as_str()) {
             errs.push(lp.diag(
                 &path,
@@ -60,6 +67,31 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
                 &path,
                 format!("threshold on `{name}`, but no step records a metric of that name"),
                 Some(hint),
+            ));
+            continue;
+        }
+        if name != key && (name == CHECKS || (name == SUCCESS_RATE && key.contains("{tag:"))) {
+            errs.push(lp.diag(
+                &path,
+                format!(
+                    "`{key}`: `{name}` is counted per run{}, not per {}",
+                    if name == CHECKS {
+                        ""
+                    } else {
+                        " and per scenario"
+                    },
+                    if name == CHECKS {
+                        "scenario or tag"
+                    } else {
+                        "tag"
+                    }
+                ),
+                Some(if name == CHECKS {
+                    "threshold `checks` without a filter, or record the latency and filter that"
+                        .into()
+                } else {
+                    "filter `success_rate` by scenario: `success_rate{scenario:NAME}`".into()
+                }),
             ));
             continue;
         }
@@ -131,4 +163,93 @@ pub(super) fn validate_thresholds(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// Split a threshold key into its metric and `{scenario:…}`/`{tag:…}` filter, checking the
+/// filter names a scenario or tag of the plan (with a did-you-mean). None (after an error)
+/// when the key is wrong.
+fn filter(
+    lp: &LoadedPlan,
+    key: &str,
+    exprs: &OneOrMany<crate::plan::threshold_expr::ThresholdExpr>,
+    path: &[crate::plan::diag::Seg],
+    errs: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    use crate::plan::threshold_expr::{FilterKind, split_metric_key};
+    let k = match split_metric_key(key) {
+        Ok(k) => k,
+        Err(e) => {
+            errs.push(lp.diag(path, format!("threshold key {e}"), None));
+            return None;
+        }
+    };
+    let Some((kind, value)) = k.filter else {
+        return Some(key.to_string());
+    };
+    let plan = &lp.plan;
+    let step_tags = crate::plan::threshold_expr::step_tags(plan);
+    let names: Vec<&str> = match kind {
+        FilterKind::Scenario => plan.scenarios.iter().map(|s| s.name.as_str()).collect(),
+        FilterKind::Tag => {
+            let mut t: Vec<&str> = plan
+                .scenarios
+                .iter()
+                .flat_map(|s| s.tags.iter().map(String::as_str))
+                .chain(step_tags.iter().map(String::as_str))
+                .collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        }
+    };
+    if !names.contains(&value) {
+        let what = kind.name();
+        let hint = did_you_mean(value, &names)
+            .map(|s| format!("did you mean `{}`?", key.replacen(value, s, 1)))
+            .unwrap_or_else(|| {
+                if names.is_empty() {
+                    "no scenario of this plan has `tags:`".to_string()
+                } else {
+                    format!("{what}s in this plan: {}", names.join(", "))
+                }
+            });
+        errs.push(lp.diag(
+            path,
+            format!("threshold `{key}` filters by {what} `{value}`, but no {what} of this plan is called that, so it could never be measured"),
+            Some(hint),
+        ));
+        return None;
+    }
+    if kind == FilterKind::Tag
+        && step_tags.iter().any(|t| t == value)
+        && exprs
+            .0
+            .iter()
+            .any(|e| e.window.is_some() || e.abort_on_fail)
+    {
+        // Windows and the live monitor follow scenarios; a step's tags are in the run's
+        // histograms only.
+        errs.push(lp.diag(
+            path,
+            format!(
+                "`{key}`: `{value}` tags steps, whose samples are judged over the whole run only, \
+                 not `over` windows or with `abort_on_fail`"
+            ),
+            Some("tag the scenario instead, or judge the whole run".into()),
+        ));
+        return None;
+    }
+    if crate::plan::RUN_METRICS.contains(&k.metric) {
+        errs.push(lp.diag(
+            path,
+            format!(
+                "`{key}`: `{}` is measured for the whole run, not per {}",
+                k.metric,
+                kind.name()
+            ),
+            Some(format!("threshold `{}` without a filter", k.metric)),
+        ));
+        return None;
+    }
+    Some(k.metric.to_string())
 }

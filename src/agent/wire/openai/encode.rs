@@ -70,7 +70,11 @@ impl OpenAi {
                     "transcript": text,
                 })));
             }
-            Output::ToolCall { name, arguments } => {
+            Output::ToolCall {
+                name,
+                arguments,
+                awaits_result,
+            } => {
                 self.ensure_response(&mut msgs);
                 let call_id = self.id("call");
                 let item_id = self.id("item");
@@ -94,6 +98,12 @@ impl OpenAi {
                     "response_id": response_id, "item_id": item_id, "output_index": index,
                     "call_id": call_id, "name": name, "arguments": arguments,
                 })));
+                if awaits_result {
+                    // As the real API: the response ends with the call; the caller sends the
+                    // `function_call_output` and `response.create` for the next one.
+                    self.pending_call = Some(call_id);
+                    self.response_done(&mut msgs, None);
+                }
             }
             Output::ResponseStart { duration } => {
                 self.ensure_response(&mut msgs);

@@ -36,6 +36,8 @@ pub(crate) struct OpenAi {
     response: Option<Response>,
     /// The id of the last response done (its audio may still be playing at the caller).
     last_response: Option<String>,
+    /// The `call_id` of the tool call whose result the agent waits for.
+    pending_call: Option<String>,
 }
 
 /// The response in progress.
@@ -87,6 +89,7 @@ impl OpenAi {
             transcript: String::new(),
             response: None,
             last_response: None,
+            pending_call: None,
         }
     }
 
@@ -187,6 +190,34 @@ impl OpenAi {
             }
             "conversation.item.create" => {
                 let mut item = value.get("item").cloned().unwrap_or_else(|| json!({}));
+                let mut inputs = Vec::new();
+                if item.get("type").and_then(Value::as_str) == Some("function_call_output") {
+                    let call_id = item.get("call_id").and_then(Value::as_str);
+                    match (&self.pending_call, call_id) {
+                        (_, None) => {
+                            let e = self.error(
+                                "missing_required_parameter",
+                                "function_call_output without a string `item.call_id`",
+                            );
+                            return vec![Input::Reply(e)];
+                        }
+                        (Some(pending), Some(id)) if pending == id => {
+                            self.pending_call = None;
+                            inputs.push(Input::ToolResult);
+                        }
+                        (Some(pending), Some(id)) => {
+                            let e = self.error(
+                                "invalid_call_id",
+                                format!(
+                                    "function_call_output for call_id `{id}`, but the pending \
+                                     tool call is `{pending}`"
+                                ),
+                            );
+                            return vec![Input::Reply(e)];
+                        }
+                        (None, Some(_)) => {} // a result for the record: just added
+                    }
+                }
                 if let Value::Object(map) = &mut item {
                     if !map.get("id").is_some_and(Value::is_string) {
                         map.insert("id".into(), Value::String(self.id("item")));
@@ -200,7 +231,8 @@ impl OpenAi {
                     "previous_item_id": previous,
                     "item": item,
                 }));
-                vec![Input::Reply(ack)]
+                inputs.insert(0, Input::Reply(ack));
+                inputs
             }
             other => {
                 let e = self.error("unknown_event", format!("unknown event type `{other}`"));

@@ -110,3 +110,60 @@ fn merge_and_set_path() {
     assert_eq!(tokens(""), 1);
     assert_eq!(reply_text(Duration::from_millis(800)), "sure I.");
 }
+
+#[test]
+fn a_strict_tool_call_ends_the_response_and_takes_only_its_own_call_id() {
+    let mut o = Wire::new(Protocol::OpenAi);
+    let msgs = o.encode(Output::ToolCall {
+        name: "lookup",
+        arguments: "{}".into(),
+        awaits_result: true,
+    });
+    let events: Vec<Value> = msgs.iter().map(text).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.output_item.added",
+            "response.function_call_arguments.done",
+            "response.done"
+        ]
+    );
+    let call_id = events[2]["call_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        events[3]["response"]["output"][0]["call_id"],
+        call_id.as_str()
+    );
+    let output = |id: &str| {
+        let item = json!({"type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": id, "output": "{}"}});
+        o_decode(&item)
+    };
+    fn o_decode(v: &Value) -> Message {
+        Message::text(v.to_string())
+    }
+    // Another call's id is refused with an error; the right one is the tool result.
+    let wrong = o.decode(&output("call_nope"), false);
+    let [Input::Reply(e)] = &wrong[..] else {
+        panic!("{wrong:?}")
+    };
+    assert_eq!(text(e)["error"]["code"], "invalid_call_id");
+    let right = o.decode(&output(&call_id), false);
+    assert_eq!(right.len(), 2, "{right:?}");
+    let Input::Reply(ack) = &right[0] else {
+        panic!("{right:?}")
+    };
+    assert_eq!(text(ack)["type"], "conversation.item.created");
+    assert_eq!(text(ack)["item"]["call_id"], call_id.as_str());
+    assert_eq!(right[1], Input::ToolResult);
+    // The next response is a new one.
+    let next = o.encode(Output::ResponseStart {
+        duration: Duration::from_millis(100),
+    });
+    assert_eq!(text(&next[0])["type"], "response.created");
+    assert_ne!(
+        text(&next[0])["response"]["id"],
+        events[0]["response"]["id"]
+    );
+}
