@@ -40,6 +40,7 @@ mod http;
 mod session;
 mod vad;
 mod voice;
+mod webrtc;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -55,6 +56,7 @@ pub use config::{AgentConfig, Faults, ReplyPacing, SENTENCE};
 pub use error::AgentError;
 pub use http::{ChunkAnalysis, HttpAgentConfig, analyse as analyse_chunk};
 pub use vad::frame_dbfs;
+pub use webrtc::{WebrtcAgentHandle, spawn as spawn_webrtc};
 
 /// How long [`AgentHandle::shutdown`] waits for connections to close before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

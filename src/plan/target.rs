@@ -32,6 +32,8 @@ pub struct WireSpec {
     pub custom: Option<Arc<CustomProtocol>>,
     /// The URL after interpolation (may hold secrets; print through `redact`).
     pub url: String,
+    /// `protocol: webrtc` settings.
+    pub webrtc: super::model::WebrtcSpec,
 }
 
 /// Compile `plan.target`'s wire settings, pushing positioned errors.
@@ -95,6 +97,10 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
         ProtocolKind::Twilio => "/twilio",
         ProtocolKind::OpenaiRealtime => "/openai",
         ProtocolKind::Custom | ProtocolKind::HttpChunks => "/",
+        ProtocolKind::Webrtc => match t.webrtc.signaling {
+            crate::protocol::webrtc::Signaling::Whip => "/whip",
+            crate::protocol::webrtc::Signaling::Pipecat => "/api/offer",
+        },
     }
     .to_string();
     match (t.protocol, &t.custom) {
@@ -156,7 +162,8 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
         ));
     }
     let continuous_audio = t.continuous_audio.unwrap_or(match t.protocol {
-        ProtocolKind::Twilio => true,
+        // A WebRTC track streams continuously, as a microphone does.
+        ProtocolKind::Twilio | ProtocolKind::Webrtc => true,
         ProtocolKind::OpenaiRealtime => t.openai.turn_detection == TurnDetection::ServerVad,
         _ => false,
     });
@@ -172,5 +179,6 @@ pub fn compile_wire(lp: &LoadedPlan, errs: &mut Vec<Diagnostic>) -> WireSpec {
         openai: t.openai.clone(),
         custom,
         url,
+        webrtc: t.webrtc.clone(),
     }
 }

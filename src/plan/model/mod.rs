@@ -11,6 +11,7 @@ mod reply_pacing;
 mod scalars;
 mod scenario;
 mod target;
+mod webrtc;
 
 pub use generator::*;
 pub use load::*;
@@ -19,6 +20,7 @@ pub use reply_pacing::ReplyPacing;
 pub use scalars::*;
 pub use scenario::*;
 pub use target::*;
+pub use webrtc::{WebrtcSpec, validate_webrtc};
 
 use std::collections::BTreeMap;
 
