@@ -160,6 +160,8 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
 /// Serve in the foreground until Ctrl-C (for `planrun agent --listen ADDR`), printing the URL
 /// to stderr.
 pub async fn serve_forever(listen: &str, config: AgentConfig) -> Result<(), AgentError> {
+    let rate = config.sample_rate;
+    let webrtc_config = config.clone();
     let handle = spawn(listen, config)
         .await
         .map_err(|error| AgentError::Start {
@@ -172,12 +174,41 @@ pub async fn serve_forever(listen: &str, config: AgentConfig) -> Result<(), Agen
         url = handle.url()
     );
     eprintln!("planrun agent HTTP chunks on {}", handle.http_url());
+    // The WebRTC side (its signalling over HTTP) two ports up (any free port when the
+    // WebSocket one is), when the rate is one Opus codes natively.
+    let webrtc = if crate::protocol::webrtc::OPUS_RATES.contains(&rate) {
+        let asked_any = listen.rsplit(':').next().is_none_or(|p| p.trim() == "0");
+        let port = if asked_any {
+            0
+        } else {
+            handle.addr().port().checked_add(2).unwrap_or(0)
+        };
+        let at = SocketAddr::new(handle.addr().ip(), port).to_string();
+        match webrtc::spawn(&at, webrtc_config).await {
+            Ok(w) => {
+                eprintln!(
+                    "planrun agent WebRTC signalling on {base}/whip (WHIP) and {base}/api/offer \
+                     (Pipecat SmallWebRTC)",
+                    base = w.base_url()
+                );
+                Some(w)
+            }
+            Err(error) => {
+                return Err(AgentError::Start { listen: at, error });
+            }
+        }
+    } else {
+        None
+    };
     tokio::signal::ctrl_c().await.map_err(AgentError::CtrlC)?;
     eprintln!(
         "planrun agent shutting down after {} connection(s)",
         handle.connections()
     );
     handle.shutdown().await;
+    if let Some(w) = webrtc {
+        w.shutdown().await;
+    }
     Ok(())
 }
 
