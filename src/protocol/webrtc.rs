@@ -12,7 +12,10 @@
 //! Signalling (how the offer and answer travel) is not here: the engine POSTs the offer
 //! (`engine::webrtc`), the agent answers it (`agent::webrtc`).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -112,12 +115,41 @@ pub fn rtc_config(ice_lite: bool) -> RtcConfig {
         .set_reordering_size_audio(0)
 }
 
+/// Most packets kept in [`PACKETS`] (each a few dozen bytes: a few MiB at most).
+const PACKET_CACHE_MAX: usize = 65_536;
+
+/// Opus packets shared by every peer of the process, keyed by (rate, previous frame, frame).
+///
+/// Every caller sends the same clips (decoded once when the plan is compiled) and the same
+/// silence, and the agent sends the same reply voice, so a frame that followed the same frame
+/// before encodes to the same packet: the first peer to send it encodes it, every other one
+/// reuses it (only RTP headers, SRTP and pacing stay per peer). Keying on the previous frame too
+/// keeps the encoder's history the same as a sequential encode from the start of a clip. A peer
+/// whose encoder skipped frames it found here encodes its next new frame from an older state:
+/// audibly identical, not bit-exact.
+type PacketKey = (u32, u64, u64);
+static PACKETS: OnceLock<RwLock<HashMap<PacketKey, Arc<[u8]>>>> = OnceLock::new();
+
+fn packets() -> &'static RwLock<HashMap<PacketKey, Arc<[u8]>>> {
+    PACKETS.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+fn frame_hash(pcm: &[i16]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pcm.hash(&mut h);
+    h.finish()
+}
+
 /// Opus encoder for one peer: cuts PCM into 20 ms frames.
 pub struct OpusOut {
     enc: opus::Encoder,
+    rate: u32,
     frame: usize,
     pending: Vec<i16>,
     packet: Vec<u8>,
+    /// Hash of the last frame sent (the cache key's history part).
+    prev: u64,
+    zeros: Vec<i16>,
 }
 
 impl OpusOut {
@@ -127,12 +159,37 @@ impl OpusOut {
         // Voice at a constant, moderate bitrate; no in-band FEC or DTX (a WebRTC track
         // streams every frame).
         let _ = enc.set_bitrate(opus::Bitrate::Bits(32_000));
+        let frame = (rate as usize) / 50;
         Ok(OpusOut {
             enc,
-            frame: (rate as usize) / 50,
+            rate,
+            frame,
             pending: Vec::new(),
             packet: vec![0; MAX_PACKET],
+            prev: 0,
+            zeros: vec![0; frame],
         })
+    }
+
+    /// One 20 ms frame's packet: from the shared cache, or encoded (and shared).
+    fn encode(&mut self, pcm: &[i16]) -> Result<Arc<[u8]>, String> {
+        let h = frame_hash(pcm);
+        let key = (self.rate, self.prev, h);
+        self.prev = h;
+        if let Some(p) = packets().read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let n = self
+            .enc
+            .encode(pcm, &mut self.packet)
+            .map_err(|e| format!("Opus encoding failed: {e}"))?;
+        let packet: Arc<[u8]> = Arc::from(&self.packet[..n]);
+        if let Ok(mut m) = packets().write()
+            && m.len() < PACKET_CACHE_MAX
+        {
+            m.insert(key, Arc::clone(&packet));
+        }
+        Ok(packet)
     }
 
     /// Samples in one 20 ms frame.
@@ -141,30 +198,26 @@ impl OpusOut {
     }
 
     /// Queue PCM; returns the Opus packets of every complete frame.
-    pub fn push(&mut self, pcm: &[i16]) -> Result<Vec<Vec<u8>>, String> {
-        self.pending.extend_from_slice(pcm);
+    pub fn push(&mut self, pcm: &[i16]) -> Result<Vec<Arc<[u8]>>, String> {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(pcm);
         let mut out = Vec::new();
         let mut at = 0;
-        while self.pending.len() - at >= self.frame {
-            let n = self
-                .enc
-                .encode(&self.pending[at..at + self.frame], &mut self.packet)
-                .map_err(|e| format!("Opus encoding failed: {e}"))?;
-            out.push(self.packet[..n].to_vec());
+        while pending.len() - at >= self.frame {
+            out.push(self.encode(&pending[at..at + self.frame])?);
             at += self.frame;
         }
-        self.pending.drain(..at);
+        pending.drain(..at);
+        self.pending = pending;
         Ok(out)
     }
 
-    /// One frame of silence (through the encoder, so its state stays continuous).
-    pub fn silence(&mut self) -> Result<Vec<u8>, String> {
-        let zeros = vec![0i16; self.frame];
-        let n = self
-            .enc
-            .encode(&zeros, &mut self.packet)
-            .map_err(|e| format!("Opus encoding failed: {e}"))?;
-        Ok(self.packet[..n].to_vec())
+    /// One frame of silence.
+    pub fn silence(&mut self) -> Result<Arc<[u8]>, String> {
+        let zeros = std::mem::take(&mut self.zeros);
+        let packet = self.encode(&zeros);
+        self.zeros = zeros;
+        packet
     }
 
     /// Drop PCM not yet encoded.
@@ -510,7 +563,7 @@ impl Peer {
         Ok(())
     }
 
-    fn write(&mut self, rtc: &mut Rtc, packet: Vec<u8>) -> Result<(), String> {
+    fn write(&mut self, rtc: &mut Rtc, packet: Arc<[u8]>) -> Result<(), String> {
         let (Some(pt), Some(writer)) = (self.pt, rtc.writer(self.mid)) else {
             return Ok(()); // not connected yet, or closing: nothing to send
         };
@@ -601,6 +654,27 @@ mod tests {
         assert_eq!(quiet.len(), 320);
         let later = dec.decode(&out.silence().unwrap()).unwrap();
         assert!(crate::audio::dbfs(&later) < -50.0);
+    }
+
+    #[test]
+    fn peers_share_the_packets_of_the_same_audio() {
+        let rate = 24_000;
+        let clip: Vec<i16> = (0..rate as usize / 10).map(|i| (i as i16) * 7).collect();
+        let mut a = OpusOut::new(rate).unwrap();
+        let mut b = OpusOut::new(rate).unwrap();
+        let (pa, pb) = (a.push(&clip).unwrap(), b.push(&clip).unwrap());
+        assert_eq!(pa.len(), 5);
+        for (x, y) in pa.iter().zip(&pb) {
+            assert!(
+                Arc::ptr_eq(x, y),
+                "the second peer reuses the first one's packets"
+            );
+        }
+        // The same frame after different history is a different packet slot.
+        let mut c = OpusOut::new(rate).unwrap();
+        let _ = c.silence().unwrap();
+        let pc = c.push(&clip).unwrap();
+        assert!(!Arc::ptr_eq(&pa[0], &pc[0]));
     }
 
     #[test]
