@@ -90,7 +90,7 @@ async fn ttfa_and_barge_in_follow_the_agents_truth_over_webrtc() {
     let ttfa = metric(&fast, "ttfa", "p50_ms");
     assert!((600.0..660.0).contains(&ttfa), "ttfa near 600 ms: {ttfa}");
     let max = metric(&fast, "ttfa", "max_ms");
-    assert!(max < 680.0, "ttfa max {max}");
+    assert!(max < 700.0, "ttfa max {max}");
     // Barge-in: the agent pauses 100 ms after it hears the caller's speech, and there is no
     // control channel to flush the caller's playout buffer, so the stop is heard 100 ms plus
     // the 60 ms buffer later; the Opus path adds its frame and codec delay (< 90 ms).

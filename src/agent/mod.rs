@@ -1,7 +1,8 @@
 //! The built-in reference voice agent: a WebSocket server speaking the raw protocol
 //! (see [`crate::protocol`]), and Twilio Media Streams on `/twilio` and the OpenAI Realtime API
 //! on `/openai` and `/v1/realtime` (see `wire`; the handshake's request path picks the protocol,
-//! the state machine below is shared by all of them).
+//! the state machine below is shared by all of them). [`spawn_webrtc`] serves the same state
+//! machine over WebRTC (SDP offers on `/whip` and `/api/offer`, Opus over DTLS-SRTP).
 //!
 //! It behaves like a real voice pipeline with configurable, seeded latencies:
 //!
