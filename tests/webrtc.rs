@@ -57,6 +57,9 @@ scenarios:
   - name: ask_and_interrupt
     steps:
       - send_audio: audio_files/hello.wav
+      - await: transcript
+        record: transcript_latency
+        timeout: 5s
       - await: first_audio
         record: ttfa
         timeout: 5s
@@ -89,6 +92,10 @@ async fn ttfa_and_barge_in_follow_the_agents_truth_over_webrtc() {
     // VAD's 20 ms window granularity: at most ~60 ms, never less than the truth.
     let ttfa = metric(&fast, "ttfa", "p50_ms");
     assert!((600.0..660.0).contains(&ttfa), "ttfa near 600 ms: {ttfa}");
+    // The agent's events ride the data channel: its transcript comes `vad_hangover` + ASR
+    // (350 ms) after the speech.
+    let t = metric(&fast, "transcript_latency", "p50_ms");
+    assert!((350.0..400.0).contains(&t), "transcript near 350 ms: {t}");
     let max = metric(&fast, "ttfa", "max_ms");
     assert!(max < 700.0, "ttfa max {max}");
     // Barge-in: the agent pauses 100 ms after it hears the caller's speech, and there is no

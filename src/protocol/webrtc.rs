@@ -65,6 +65,8 @@ pub enum PeerIn {
     Audio(Vec<i16>),
     /// Drop audio not yet sent (the agent flushing a reply it stopped).
     Flush,
+    /// A text message for the data channel (dropped while no channel is open).
+    Text(String),
     /// Close politely (RTCP BYE, DTLS close_notify), then end.
     Close,
 }
@@ -87,6 +89,8 @@ pub enum PeerOut {
     Connected,
     /// Decoded audio of one RTP packet (PCM16 mono at the peer's rate).
     Audio(Vec<i16>),
+    /// A text message from the data channel (OpenAI's JSON events, Pipecat RTVI messages).
+    Text(String),
     /// The other side closed, or stopped sending media for `media_timeout`.
     Closed(String),
     /// Setup failed or the peer broke.
@@ -405,6 +409,12 @@ pub async fn drive(
                     }
                 }
                 Some(PeerIn::Flush) => peer.out.flush(),
+                Some(PeerIn::Text(text)) => {
+                    if let Some(mut ch) = peer.channel.and_then(|id| rtc.channel(id)) {
+                        // A full SCTP buffer drops the message, as a slow reader would.
+                        let _ = ch.write(false, text.as_bytes());
+                    }
+                }
                 Some(PeerIn::Close) | None => {
                     inbox_open = false;
                     if !peer.closing {
@@ -441,6 +451,8 @@ struct Peer {
     connected: bool,
     closing: bool,
     pt: Option<str0m::media::Pt>,
+    /// The open data channel, if any.
+    channel: Option<str0m::channel::ChannelId>,
     /// RTP time of the next packet sent.
     rtp: u64,
     /// When the next silence frame is due if nothing else was sent.
@@ -460,6 +472,7 @@ impl Peer {
             connected: false,
             closing: false,
             pt: None,
+            channel: None,
             rtp: 0,
             next_fill: now,
             last_rx: now,
@@ -554,6 +567,16 @@ impl Peer {
                 }
             }
             Event::RtpPacket(_) => self.last_rx = Instant::now(),
+            Event::ChannelOpen(id, _) => self.channel = Some(id),
+            Event::ChannelClose(id) if self.channel == Some(id) => self.channel = None,
+            Event::ChannelData(d) if !d.binary && !self.closing => {
+                let text = String::from_utf8_lossy(&d.data).into_owned();
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    outbox.try_send(PeerOut::Text(text))
+                {
+                    return Err(PeerOut::Closed("the application went away".into()));
+                }
+            }
             Event::Closed if !self.closing => {
                 self.closing = true;
                 return Err(PeerOut::Closed("the peer closed the call".into()));

@@ -279,7 +279,7 @@ async fn answer(offer_sdp: &str, ctx: &Ctx, index: u64) -> Result<String, String
                 std::task::Poll::Ready(Some(PeerOut::Audio(pcm))) => {
                     std::task::Poll::Ready(Some(Ok(Message::binary(pcm16_bytes(&pcm)))))
                 }
-                std::task::Poll::Ready(Some(PeerOut::Connected)) => continue,
+                std::task::Poll::Ready(Some(PeerOut::Connected | PeerOut::Text(_))) => continue,
                 std::task::Poll::Ready(Some(PeerOut::Closed(_) | PeerOut::Failed(..)))
                 | std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
             };
@@ -291,8 +291,15 @@ async fn answer(offer_sdp: &str, ctx: &Ctx, index: u64) -> Result<String, String
         while let Some(msg) = out_rx.recv().await {
             let item = match msg {
                 Message::Binary(b) => PeerIn::Audio(decode_pcm16(&b)),
-                // The reply was cut: drop any part-frame not yet encoded.
-                Message::Text(t) if t.contains("\"interrupted\"") => PeerIn::Flush,
+                Message::Text(t) => {
+                    // The reply was cut: drop any part-frame not yet encoded.
+                    if t.contains("\"interrupted\"") && to_peer.send(PeerIn::Flush).await.is_err() {
+                        return;
+                    }
+                    // The session's events (response_start, transcript, interrupted, …) go
+                    // out on the caller's data channel, if it opened one.
+                    PeerIn::Text(t.to_string())
+                }
                 Message::Close(_) => break,
                 _ => continue,
             };

@@ -13,7 +13,7 @@
 //!
 //! The peer runs in its own task ([`crate::protocol::webrtc::drive`]); the session sees it as a
 //! sink and a stream of messages shaped like the raw WebSocket protocol's (PCM16 binary
-//! frames), so the step interpreter, the heard-audio timeline and the speech detector are the
+//! frames; JSON events from the `oai-events` data channel as text), so the step interpreter, the heard-audio timeline and the speech detector are the
 //! same as for every other protocol.
 
 use std::pin::Pin;
@@ -45,14 +45,16 @@ use crate::protocol::webrtc::{
 };
 use crate::redact::redact;
 
-/// What the session writes to (PCM16 binary frames; text control messages are dropped: a
-/// WebRTC call has no such channel).
+/// What the session writes to (PCM16 binary frames; the raw protocol's text control messages
+/// are dropped: a WebRTC agent finds turns in the audio).
 pub type BoxSink = Pin<Box<dyn Sink<Message, Error = WsError> + Send>>;
 /// What the session reads (decoded audio as PCM16 binary frames, a close at the end).
 pub type BoxStream = Pin<Box<dyn Stream<Item = Result<Message, WsError>> + Send>>;
 
 type Failed = (FailureClass, String);
 
+/// The label of the data channel planrun opens.
+pub const EVENTS_CHANNEL: &str = "oai-events";
 /// Largest signalling response read.
 const MAX_ANSWER: usize = 256 * 1024;
 /// How long decoded audio keeps flowing to the session after the last packet at speech level
@@ -120,6 +122,9 @@ pub async fn open(
     rtc.add_local_candidate(candidate);
     let mut change = rtc.sdp_api();
     let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    // The events channel: OpenAI Realtime's JSON events ride `oai-events`; Pipecat takes any
+    // label for its RTVI messages.
+    change.add_channel(EVENTS_CHANNEL.to_string());
     let Some((offer, pending)) = change.apply() else {
         return Err((
             FailureClass::InternalError,
@@ -189,7 +194,7 @@ pub async fn open(
                 format!("{why} while connecting (WebRTC with {shown})"),
             ));
         }
-        Ok(Some(PeerOut::Audio(_))) | Ok(None) | Err(_) => {
+        Ok(Some(PeerOut::Audio(_) | PeerOut::Text(_))) | Ok(None) | Err(_) => {
             return Err((
                 FailureClass::ConnectError,
                 format!("WebRTC with {shown} did not connect"),
@@ -233,6 +238,18 @@ pub async fn open(
                         std::task::Poll::Ready(Some(Ok(Message::binary(pcm16_bytes(&pcm)))))
                     }
                     PeerOut::Connected => continue,
+                    // Data-channel events that are JSON with a `type` (OpenAI events, RTVI
+                    // messages, the built-in agent's raw events) become named events; anything
+                    // else on the channel is not ours to judge.
+                    PeerOut::Text(text) => {
+                        let typed = serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .is_some_and(|v| v.get("type").is_some_and(Value::is_string));
+                        if !typed {
+                            continue;
+                        }
+                        std::task::Poll::Ready(Some(Ok(Message::text(text))))
+                    }
                     PeerOut::Closed(why) => {
                         ended = true;
                         std::task::Poll::Ready(Some(Ok(Message::Close(Some(CloseFrame {
