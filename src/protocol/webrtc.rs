@@ -108,9 +108,22 @@ pub struct PeerSetup {
     pub media_timeout: Duration,
 }
 
+/// One DTLS certificate for every peer of the process (as a browser keeps one per profile):
+/// generating a key pair per call would cost every call an EC key generation.
+static DTLS_CERT: OnceLock<Option<str0m::config::DtlsCert>> = OnceLock::new();
+
 /// A str0m configuration for an audio-only Opus peer.
 pub fn rtc_config(ice_lite: bool) -> RtcConfig {
-    Rtc::builder()
+    let cert = DTLS_CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+    });
+    let config = match cert {
+        Some(c) => Rtc::builder().set_dtls_cert(c.clone()),
+        None => Rtc::builder(),
+    };
+    config
         .clear_codecs()
         .enable_opus(true, false)
         .set_ice_lite(ice_lite)
