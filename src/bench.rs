@@ -42,6 +42,8 @@ pub struct BenchConfig {
     /// Soak: one step (the first user count) this long after its ramp, RSS sampled every
     /// second; the slope between minute 1 and the end is printed.
     pub soak: Option<Duration>,
+    /// Callers speak WebRTC (`--protocol webrtc`) instead of the raw WebSocket protocol.
+    pub webrtc: bool,
 }
 
 /// One step's figures.
@@ -172,6 +174,8 @@ fn clock_ticks() -> f64 {
 struct AgentProcess {
     child: Child,
     url: String,
+    /// The WebRTC signalling base URL (`http://HOST:PORT`), when the agent reported one.
+    webrtc_url: Option<String>,
 }
 
 impl Drop for AgentProcess {
@@ -236,21 +240,88 @@ fn start_agent(cfg: &BenchConfig) -> Result<AgentProcess, BenchError> {
         .ok_or_else(|| BenchError::Agent("the agent process has no stderr".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let first_word = |rest: &str| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("planrun agent listening on ") {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let _ = tx.send(url);
+                let _ = tx.send((false, first_word(rest)));
+            } else if let Some(rest) = line.strip_prefix("planrun agent WebRTC signalling on ") {
+                let url = first_word(rest).trim_end_matches("/whip").to_string();
+                let _ = tx.send((true, url));
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
-        BenchError::Agent("the agent process did not report its address within 20 s".into())
-    })?;
-    Ok(AgentProcess { child, url })
+    let timeout =
+        || BenchError::Agent("the agent process did not report its address within 20 s".into());
+    let (_, url) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| timeout())?;
+    let webrtc_url = if cfg.webrtc {
+        Some(
+            rx.recv_timeout(Duration::from_secs(20))
+                .map_err(|_| timeout())?
+                .1,
+        )
+    } else {
+        None
+    };
+    Ok(AgentProcess {
+        child,
+        url,
+        webrtc_url,
+    })
+}
+
+/// The plan of a `--protocol webrtc` step: the same turns over WebRTC. There is no control
+/// channel, so the agent's VAD ends each turn (its default `vad_hangover`), and the reply is
+/// listened to for its length instead of awaiting `response_end`.
+fn webrtc_plan_text(cfg: &BenchConfig, users: u32, base: &str) -> String {
+    format!(
+        "name: bench_webrtc_{users}
+target:
+  url: {base}/whip
+  protocol: webrtc
+  connect_timeout: 30s
+  webrtc: {{ice_timeout: 30s}}
+load:
+  users: {users}
+  duration: {duration}
+  ramp_up: {ramp}
+  think_time: 300ms
+  seed: 1
+thresholds:
+  ttfa:
+    - threshold: p95 < 20s
+      abort_on_fail: true
+    - p99 < 20s over 10s
+scenarios:
+  - name: turn
+    steps:
+      - send_audio: {{tone: {utterance}, freq: 220}}
+      - await: first_audio
+        record: ttfa
+        timeout: 20s
+      - wait: {reply}
+",
+        duration = format_duration(cfg.duration + cfg.ramp),
+        ramp = format_duration(cfg.ramp),
+        utterance = format_duration(cfg.utterance),
+        reply = format_duration(cfg.reply),
+    )
+}
+
+/// The true time to first audio: the agent's fixed delay, plus its VAD's end-of-turn wait when
+/// nothing tells it the turn ended (WebRTC).
+fn true_ttfa(cfg: &BenchConfig) -> Duration {
+    if cfg.webrtc {
+        cfg.delay + crate::agent::AgentConfig::default().vad_hangover
+    } else {
+        cfg.delay
+    }
 }
 
 fn plan_text(cfg: &BenchConfig, users: u32, url: &str) -> String {
@@ -301,7 +372,11 @@ async fn run_step(
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join("bench.yaml");
-    std::fs::write(&path, plan_text(cfg, users, &agent.url))
+    let text = match &agent.webrtc_url {
+        Some(base) if cfg.webrtc => webrtc_plan_text(cfg, users, base),
+        _ => plan_text(cfg, users, &agent.url),
+    };
+    std::fs::write(&path, text)
         .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", path.display())))?;
     let loaded = plan::load(&path).map_err(|e| BenchError::Plan(e.to_string()))?;
     let compiled = plan::compile::compile(&loaded).map_err(|e| BenchError::Plan(e.to_string()))?;
@@ -384,7 +459,7 @@ async fn run_step(
     let rec = &outcome.summary.recorder;
     let hist = |name: &str| rec.histograms.get(name);
     let lag = rec.send_lag.as_ref();
-    let delay_ms = cfg.delay.as_secs_f64() * 1000.0;
+    let delay_ms = true_ttfa(cfg).as_secs_f64() * 1000.0;
     let failed_users = failed_users(&timeline_path);
     let _ = std::fs::remove_dir_all(&dir);
     let calls = rec.outcomes.len();
@@ -467,7 +542,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Vec<StepResult>, BenchError> {
     let agent = start_agent(cfg)?;
     eprintln!(
         "planrun bench: agent process at {} (fixed delay {}, replies {}{}); planrun pid {}",
-        agent.url,
+        agent.webrtc_url.as_deref().unwrap_or(&agent.url),
         format_duration(cfg.delay),
         format_duration(cfg.reply),
         cfg.agent_cpus

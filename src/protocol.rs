@@ -19,6 +19,7 @@ pub mod one_or_many;
 pub mod openai;
 pub mod tls;
 pub mod twilio;
+pub mod webrtc;
 
 pub use one_or_many::OneOrMany;
 

@@ -1,7 +1,8 @@
 //! The built-in reference voice agent: a WebSocket server speaking the raw protocol
 //! (see [`crate::protocol`]), and Twilio Media Streams on `/twilio` and the OpenAI Realtime API
 //! on `/openai` and `/v1/realtime` (see `wire`; the handshake's request path picks the protocol,
-//! the state machine below is shared by all of them).
+//! the state machine below is shared by all of them). [`spawn_webrtc`] serves the same state
+//! machine over WebRTC (SDP offers on `/whip` and `/api/offer`, Opus over DTLS-SRTP).
 //!
 //! It behaves like a real voice pipeline with configurable, seeded latencies:
 //!
@@ -40,6 +41,7 @@ mod http;
 mod session;
 mod vad;
 mod voice;
+mod webrtc;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -55,6 +57,7 @@ pub use config::{AgentConfig, Faults, ReplyPacing, SENTENCE};
 pub use error::AgentError;
 pub use http::{ChunkAnalysis, HttpAgentConfig, analyse as analyse_chunk};
 pub use vad::frame_dbfs;
+pub use webrtc::{WebrtcAgentHandle, spawn as spawn_webrtc};
 
 /// How long [`AgentHandle::shutdown`] waits for connections to close before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -158,6 +161,8 @@ pub async fn spawn(listen: &str, config: AgentConfig) -> std::io::Result<AgentHa
 /// Serve in the foreground until Ctrl-C (for `planrun agent --listen ADDR`), printing the URL
 /// to stderr.
 pub async fn serve_forever(listen: &str, config: AgentConfig) -> Result<(), AgentError> {
+    let rate = config.sample_rate;
+    let webrtc_config = config.clone();
     let handle = spawn(listen, config)
         .await
         .map_err(|error| AgentError::Start {
@@ -170,12 +175,41 @@ pub async fn serve_forever(listen: &str, config: AgentConfig) -> Result<(), Agen
         url = handle.url()
     );
     eprintln!("planrun agent HTTP chunks on {}", handle.http_url());
+    // The WebRTC side (its signalling over HTTP) two ports up (any free port when the
+    // WebSocket one is), when the rate is one Opus codes natively.
+    let webrtc = if crate::protocol::webrtc::OPUS_RATES.contains(&rate) {
+        let asked_any = listen.rsplit(':').next().is_none_or(|p| p.trim() == "0");
+        let port = if asked_any {
+            0
+        } else {
+            handle.addr().port().checked_add(2).unwrap_or(0)
+        };
+        let at = SocketAddr::new(handle.addr().ip(), port).to_string();
+        match webrtc::spawn(&at, webrtc_config).await {
+            Ok(w) => {
+                eprintln!(
+                    "planrun agent WebRTC signalling on {base}/whip (WHIP) and {base}/api/offer \
+                     (Pipecat SmallWebRTC)",
+                    base = w.base_url()
+                );
+                Some(w)
+            }
+            Err(error) => {
+                return Err(AgentError::Start { listen: at, error });
+            }
+        }
+    } else {
+        None
+    };
     tokio::signal::ctrl_c().await.map_err(AgentError::CtrlC)?;
     eprintln!(
         "planrun agent shutting down after {} connection(s)",
         handle.connections()
     );
     handle.shutdown().await;
+    if let Some(w) = webrtc {
+        w.shutdown().await;
+    }
     Ok(())
 }
 

@@ -252,6 +252,9 @@ pub struct BenchArgs {
     /// minute 1 and the end (KB/min).
     #[arg(long, value_parser = crate::distribution::parse_duration, value_name = "DURATION")]
     pub soak: Option<std::time::Duration>,
+    /// The callers' protocol: `raw` (WebSocket, the default) or `webrtc` (str0m + Opus).
+    #[arg(long, default_value = "raw", value_parser = ["raw", "webrtc"])]
+    pub protocol: String,
 }
 
 impl BenchArgs {
@@ -265,6 +268,7 @@ impl BenchArgs {
             utterance: self.utterance,
             agent_cpus: self.agent_cpus.clone(),
             soak: self.soak,
+            webrtc: self.protocol == "webrtc",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod schedule;
 mod session;
 mod trace;
 mod users;
+pub(crate) mod webrtc;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -234,7 +235,22 @@ pub async fn run_observed(
         }
         TargetUrl::Url(_) => None,
     };
+    // `protocol: webrtc` against the built-in agent: its WebRTC side (signalling over HTTP).
+    let webrtc_agent = match (&plan.target.url, plan.target.wire.protocol) {
+        (TargetUrl::Builtin, crate::plan::model::ProtocolKind::Webrtc) => {
+            let cfg = agent_config(&plan.target.agent, plan.target.sample_rate, plan.load.seed);
+            Some(
+                agent::spawn_webrtc("127.0.0.1:0", cfg)
+                    .await
+                    .map_err(EngineError::Agent)?,
+            )
+        }
+        _ => None,
+    };
     let url = match (&agent, &plan.target.url) {
+        (Some(_), _) if let Some(w) = &webrtc_agent => {
+            format!("{}{}", w.base_url(), plan.target.wire.builtin_path)
+        }
         (Some(a), _) if plan.target.http.is_some() => a.http_url(),
         (Some(a), _) => format!(
             "{}{}",
@@ -288,7 +304,11 @@ pub async fn run_observed(
     };
     drop(sink);
     let total = drained(total, &progress, monitor).await;
-    finish(plan, agent, &conn, &stop, run_start, started_at, total).await
+    let outcome = finish(plan, agent, &conn, &stop, run_start, started_at, total).await;
+    if let Some(w) = webrtc_agent {
+        w.shutdown().await;
+    }
+    outcome
 }
 
 /// The closed model: a fixed set of users, each looping over calls.

@@ -32,6 +32,8 @@ pub struct WireSpec {
     pub custom: Option<Arc<CustomProtocol>>,
     /// The URL after interpolation (may hold secrets; print through `redact`).
     pub url: String,
+    /// `protocol: webrtc` settings.
+    pub webrtc: super::model::WebrtcSpec,
 }
 
 /// Compile `plan.target`'s wire settings, pushing positioned errors.
@@ -99,6 +101,10 @@ pub fn compile_wire_of(lp: &LoadedPlan, t: &Target, errs: &mut Vec<Diagnostic>) 
         ProtocolKind::Twilio => "/twilio",
         ProtocolKind::OpenaiRealtime => "/openai",
         ProtocolKind::Custom | ProtocolKind::HttpChunks => "/",
+        ProtocolKind::Webrtc => match t.webrtc.signaling {
+            crate::protocol::webrtc::Signaling::Whip => "/whip",
+            crate::protocol::webrtc::Signaling::Pipecat => "/api/offer",
+        },
     }
     .to_string();
     match (t.protocol, &t.custom) {
@@ -160,7 +166,8 @@ pub fn compile_wire_of(lp: &LoadedPlan, t: &Target, errs: &mut Vec<Diagnostic>) 
         ));
     }
     let continuous_audio = t.continuous_audio.unwrap_or(match t.protocol {
-        ProtocolKind::Twilio => true,
+        // A WebRTC track streams continuously, as a microphone does.
+        ProtocolKind::Twilio | ProtocolKind::Webrtc => true,
         ProtocolKind::OpenaiRealtime => t.openai.turn_detection == TurnDetection::ServerVad,
         _ => false,
     });
@@ -176,5 +183,6 @@ pub fn compile_wire_of(lp: &LoadedPlan, t: &Target, errs: &mut Vec<Diagnostic>) 
         openai: t.openai.clone(),
         custom,
         url,
+        webrtc: t.webrtc.clone(),
     }
 }

@@ -123,6 +123,36 @@ pub(crate) async fn run(
     let _ = timeout(CLOSE_TIMEOUT * 2, writer).await;
 }
 
+/// Serve one session whose transport is not a WebSocket (the WebRTC bridge): `incoming`
+/// yields what the client sent as raw-protocol messages, everything the session sends goes to
+/// `outgoing`; dropping `outgoing`'s receiver ends the session, and the session ending drops
+/// `outgoing`.
+pub(crate) async fn run_bridged<S>(
+    incoming: S,
+    outgoing: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    index: u64,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let (out, mut rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let forward = tokio::spawn(async move {
+        while let Some(Out::Msg(msg)) = rx.recv().await {
+            if outgoing.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let seed = mix(shared.config.seed, index);
+    let mut session = Session::new(shared, seed, out, Wire::new(Protocol::Raw));
+    if session.greet().is_ok() {
+        let _ = session.drive(incoming, &mut shutdown).await;
+    }
+    drop(session);
+    let _ = timeout(CLOSE_TIMEOUT, forward).await;
+}
+
 /// The single writer: sends queued messages in order, flushing once per burst.
 async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Out>) {
     while let Some(first) = rx.recv().await {

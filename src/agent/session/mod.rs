@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
@@ -41,10 +40,10 @@ use super::vad::{Ear, Heard};
 use super::voice::{Reply, ReplyAudio, Voice};
 use super::wire::{Output, REALTIME_RATE, TWILIO_RATE, Wire};
 use super::{AgentConfig, ReplyPacing};
-use connection::{End, Out, Ws, send};
+use connection::{End, Out, send};
 use faults::Slot;
 
-pub(crate) use connection::run;
+pub(crate) use connection::{run, run_bridged};
 
 /// Read-only state shared by every connection of one agent.
 #[derive(Debug)]
@@ -219,11 +218,15 @@ impl Session {
         &self.shared.config
     }
 
-    async fn drive(
-        &mut self,
-        mut incoming: SplitStream<Ws>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
+    async fn drive<S>(&mut self, mut incoming: S, shutdown: &mut watch::Receiver<bool>) -> End
+    where
+        S: futures_util::Stream<
+                Item = Result<
+                    tokio_tungstenite::tungstenite::Message,
+                    tokio_tungstenite::tungstenite::Error,
+                >,
+            > + Unpin,
+    {
         loop {
             let timer = self.next_timer();
             let at = timer.map_or_else(|| Instant::now() + Duration::from_secs(3600), |t| t.0);

@@ -17,7 +17,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Why the target could not be reached (a `connect_error`).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("target url `{url}` is not a valid URL: {source}")]
     InvalidUrl {
         url: String,
@@ -53,15 +53,15 @@ pub(super) enum ConnectError {
 
 /// Where chunks go, parsed once per call.
 #[derive(Debug, Clone)]
-pub(super) struct Endpoint {
-    pub(super) https: bool,
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) authority: String,
-    pub(super) path: String,
+pub(crate) struct Endpoint {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) authority: String,
+    pub(crate) path: String,
 }
 
-pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, ConnectError> {
+pub(crate) fn parse_endpoint(url: &str) -> Result<Endpoint, ConnectError> {
     let uri: Uri = url.parse().map_err(|source| ConnectError::InvalidUrl {
         url: url.to_string(),
         source,
@@ -93,7 +93,7 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, ConnectError> {
 }
 
 /// Open a connection and do the HTTP/1.1 handshake.
-pub(super) async fn open(
+pub(crate) async fn open(
     ep: &Endpoint,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<SendRequest<Full<Bytes>>, ConnectError> {

@@ -14,7 +14,7 @@
 //! excerpt), `bad_value` (a captured number that is no duration), `connection_closed`.
 
 mod body;
-mod conn;
+pub(crate) mod conn;
 
 use std::time::Duration;
 

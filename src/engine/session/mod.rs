@@ -26,7 +26,6 @@ mod timeline;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use tokio::time::{Instant, timeout_at};
@@ -48,14 +47,15 @@ use super::call::{fail, scenario_timeout};
 use super::connect::{self, Ws};
 use super::trace::CallRecorder;
 use super::trace::Trace;
+use super::webrtc::{BoxSink, BoxStream};
 use ingest::Inbound;
 use pacing::IDLE_FRAME;
 use timeline::{Playout, UserSpeech};
 
 struct Session<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
-    sink: SplitSink<Ws, Message>,
-    stream: SplitStream<Ws>,
+    sink: BoxSink,
+    stream: BoxStream,
     /// Named events not yet consumed by `await`/`expect`.
     queue: VecDeque<Inbound>,
     /// What the caller hears: every reply audio chunk of the call on the playout clock. Audio
@@ -133,15 +133,31 @@ fn new_codec(wire: &WireSpec, rate: u32, builtin: bool, rng: &mut StdRng) -> Cod
 /// Run one iteration of `scenario`. Returns its trace and the failure, if any.
 pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace, Option<Failure>) {
     let started = Instant::now();
-    // Boxed: the connect future (TCP, TLS, the WebSocket handshake) is large and lives only
-    // while connecting; inline, its bytes would sit in every user's task for the whole run.
-    let ws: Ws = match Box::pin(connect::open(ctx.conn, ctx.connect_timeout)).await {
-        Ok(ws) => ws,
+    let opened = if ctx.wire.protocol == ProtocolKind::Webrtc {
+        Box::pin(super::webrtc::open(
+            ctx.conn,
+            &ctx.wire.webrtc,
+            ctx.sample_rate,
+            ctx.speech_threshold_dbfs,
+            ctx.connect_timeout,
+        ))
+        .await
+    } else {
+        // Boxed: the connect future (TCP, TLS, the WebSocket handshake) is large and lives
+        // only while connecting; inline, its bytes would sit in every user's task all run.
+        Box::pin(connect::open(ctx.conn, ctx.connect_timeout))
+            .await
+            .map(|ws: Ws| {
+                let (sink, stream) = ws.split();
+                (Box::pin(sink) as BoxSink, Box::pin(stream) as BoxStream)
+            })
+    };
+    let (sink, stream) = match opened {
+        Ok(io) => io,
         Err((class, message)) => return connect_failure(class, message),
     };
     let connected = Instant::now();
     let codec = new_codec(ctx.wire, ctx.sample_rate, ctx.conn.builtin, ctx.rng);
-    let (sink, stream) = ws.split();
     let run_start = ctx.run_start;
     let playout = Playout::new(ctx.playout);
     let mut s = Session {

@@ -12,8 +12,9 @@ mod reply_pacing;
 mod scalars;
 mod scenario;
 mod target;
-mod vars;
 mod tools;
+mod vars;
+mod webrtc;
 
 pub use data::*;
 pub use generator::*;
@@ -23,8 +24,9 @@ pub use reply_pacing::ReplyPacing;
 pub use scalars::*;
 pub use scenario::*;
 pub use target::*;
-pub use vars::*;
 pub use tools::*;
+pub use vars::*;
+pub use webrtc::{WebrtcSpec, validate_webrtc};
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,8 @@ use crate::protocol::openai::TurnDetection;
 pub struct Target {
     /// `builtin` (start the embedded reference agent on a loopback port) or a `ws://`/`wss://` URL.
     pub url: String,
-    /// Wire protocol adapter: `raw` (default), `twilio`, `openai-realtime` or `custom`.
+    /// Wire protocol adapter: `raw` (default), `twilio`, `openai-realtime`, `custom`,
+    /// `http_chunks` or `webrtc`.
     #[serde(default)]
     pub protocol: ProtocolKind,
     /// Audio sample rate in Hz, both directions (mono). Default: the protocol's own rate
@@ -72,6 +73,9 @@ pub struct Target {
     /// Settings of `protocol: http_chunks` (audio POSTed in chunks over HTTP).
     #[serde(default)]
     pub http: HttpSpec,
+    /// Settings of `protocol: webrtc` (signalling, setup timeouts).
+    #[serde(default)]
+    pub webrtc: super::WebrtcSpec,
 }
 
 /// `protocol: http_chunks`: each `send_audio` is cut into chunks of `chunk`, each POSTed to the
@@ -147,7 +151,7 @@ impl Target {
             ProtocolKind::Raw => 16_000,
             ProtocolKind::Twilio => crate::protocol::twilio::SAMPLE_RATE,
             ProtocolKind::OpenaiRealtime => crate::protocol::openai::SAMPLE_RATE,
-            ProtocolKind::HttpChunks => 16_000,
+            ProtocolKind::HttpChunks | ProtocolKind::Webrtc => 16_000,
             ProtocolKind::Custom => self
                 .custom
                 .as_ref()
@@ -184,6 +188,8 @@ pub enum ProtocolKind {
     Custom,
     /// Audio POSTed over HTTP in chunks, JSON answers (see `target.http` and README).
     HttpChunks,
+    /// WebRTC: an SDP offer POSTed to the URL, Opus audio over DTLS-SRTP (see `target.webrtc`).
+    Webrtc,
 }
 
 impl ProtocolKind {
@@ -194,6 +200,7 @@ impl ProtocolKind {
             ProtocolKind::OpenaiRealtime => "openai-realtime",
             ProtocolKind::Custom => "custom",
             ProtocolKind::HttpChunks => "http_chunks",
+            ProtocolKind::Webrtc => "webrtc",
         }
     }
 }

@@ -133,8 +133,11 @@ pub(super) fn validate(lp: &LoadedPlan) -> Result<(), PlanError> {
     // target
     let url = plan.target.url.trim();
     let http_chunks = plan.target.protocol == model::ProtocolKind::HttpChunks;
+    let webrtc = plan.target.protocol == model::ProtocolKind::Webrtc;
     if http_chunks {
         validate_http(lp, &mut errs);
+    } else if webrtc {
+        errs.extend(model::validate_webrtc(lp));
     } else if url != "builtin"
         && !url.starts_with("{{")
         && !(url.starts_with("ws://") || url.starts_with("wss://"))
