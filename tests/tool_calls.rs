@@ -195,7 +195,9 @@ fn templates_and_protocols_are_checked_before_the_run() {
         "",
     );
     let e = err(&p);
-    assert!(e.contains("on_tool_call `respond`"), "{e}");
+    // Found by the plan's template check, with the answer's position in the file.
+    assert!(e.contains("not a valid event name"), "{e}");
+    assert!(e.contains("plan.yaml:19:"), "{e}");
     let text = read(&plan(
         &dir,
         "",

@@ -275,12 +275,15 @@ fn scope_for<'a>(path: &[Seg], columns: Option<&'a [String]>, vars: &'a [String]
     let steps = matches!(key(0), "scenarios" | "fragments");
     let row_ok = (in_target
         && ["url", "headers", "query", "twilio", "custom", "openai"].contains(&key(1)))
-        || (steps && (has("send_audio") || has("audio") || has("where") || has("send_json")));
+        || (steps && (has("send_audio") || has("audio") || has("where") || has("send_json")))
+        || has("on_tool_call");
     Scope {
         row: columns,
         row_refused: (!row_ok).then_some(ROW_PLACES),
         vars,
-        event: steps && has("send_json"),
+        // `{{ event.… }}` is the awaited event in a `send_json` body, the tool call in an
+        // `on_tool_call` answer: both are rendered per call.
+        event: (steps && has("send_json")) || has("on_tool_call"),
         passthrough: false,
     }
 }

@@ -258,7 +258,9 @@ impl Template {
                 if !scope.event {
                     return Err(err(
                         offset,
-                        format!("`{{{{ event.{name} }}}}` can only be used in a `send_json` step"),
+                        format!(
+                            "`{{{{ event.{name} }}}}` can only be used in a `send_json` step or an `on_tool_call` answer"
+                        ),
                         None,
                     ));
                 }
