@@ -275,10 +275,10 @@ pub async fn local_ip_for(remote: SocketAddr) -> std::io::Result<std::net::IpAdd
     if remote.ip().is_loopback() {
         return Ok(remote.ip());
     }
-    let any: SocketAddr = if remote.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
+    let any = if remote.is_ipv4() {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     } else {
-        "[::]:0".parse().expect("literal")
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     };
     let probe = UdpSocket::bind(any).await?;
     probe.connect(remote).await?;
