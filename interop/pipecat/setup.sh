@@ -10,7 +10,10 @@
 # with the same hash does nothing. Prints the venv's python path last, so a
 # caller can do:  PY=$(interop/pipecat/setup.sh | tail -n1)
 #
-# Environment: PYTHON (default python3) picks the interpreter.
+# Environment: PYTHON (default python3) picks the interpreter. interop/pipecat_webrtc/setup.sh
+# runs this script for its own bot with PIPECAT_SETUP_{NAME,DIR,VENV,IMPORTS,CHECK} set: the
+# folder holding requirements.txt and constraints.txt, the default venv under target/, the modules
+# that must import for the venv to count as ready, and the imports checked after installing.
 set -euo pipefail
 # The checks below import onnxruntime; its telemetry must never reach the network
 # (see bot.py and tests/interop_guard.rs).
@@ -18,14 +21,19 @@ export ORT_DISABLE_TELEMETRY=1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+name="${PIPECAT_SETUP_NAME:-pipecat}"
+here="${PIPECAT_SETUP_DIR:-$here}"
+imports="${PIPECAT_SETUP_IMPORTS:-pipecat, uvicorn, fastapi, websockets}"
+check="${PIPECAT_SETUP_CHECK:-from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketTransport}"
 req="$here/requirements.txt"
 cons="$here/constraints.txt"
 python="${PYTHON:-python3}"
 
-die() { echo "pipecat setup: error: $*" >&2; exit 1; }
-log() { echo "pipecat setup: $*" >&2; }
+die() { echo "$name setup: error: $*" >&2; exit 1; }
+log() { echo "$name setup: $*" >&2; }
 
-venv="${1:-$root/target/pipecat-venv}"
+venv="${1:-$root/${PIPECAT_SETUP_VENV:-target/pipecat-venv}}"
 case "$venv" in
   /*) ;;
   *) venv="$(pwd)/$venv" ;;
@@ -49,11 +57,11 @@ hash_cmd() {
   fi
 }
 want="$( { cat "$req" "$cons"; echo "python $pyver"; } | hash_cmd )"
-stamp="$venv/.interop-pipecat-stamp"
+stamp="$venv/.interop-${name//_/-}-stamp"
 vpy="$venv/bin/python"
 
 if [ -x "$vpy" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$vpy" -c 'import pipecat, uvicorn, fastapi, websockets' >/dev/null 2>&1; then
+   && "$vpy" -c "import $imports" >/dev/null 2>&1; then
   log "venv up to date: $venv"
   echo "$vpy"
   exit 0
@@ -75,10 +83,9 @@ log "installing requirements (this takes about a minute the first time)"
 if ! "$vpy" -m pip install --disable-pip-version-check -q -r "$req" -c "$cons"; then
   die "pip install failed (needs PyPI reachable, or a pip cache with the pinned wheels); see the pip output above"
 fi
-"$vpy" -c 'import pipecat, uvicorn, fastapi, websockets, onnxruntime
+"$vpy" -c "import $imports, onnxruntime
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.serializers.twilio import TwilioFrameSerializer
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketTransport' \
+$check" \
   || die "the venv installed but pipecat does not import; see the error above"
 echo "$want" > "$stamp"
 log "venv ready: $venv"
