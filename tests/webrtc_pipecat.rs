@@ -8,77 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::pipecat::start_bot;
 use common::{json, temp_dir};
 use planrun::cli::exit;
-
-struct Bot(Child);
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Install (or reuse) the venv and start the bot; returns it with its port.
-fn start_bot(root: &Path) -> (Bot, u16) {
-    let setup = Command::new("bash")
-        .arg(root.join("interop/pipecat_webrtc/setup.sh"))
-        .current_dir(root)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run interop/pipecat_webrtc/setup.sh");
-    assert!(
-        setup.status.success(),
-        "interop/pipecat_webrtc/setup.sh failed"
-    );
-    let stdout = String::from_utf8_lossy(&setup.stdout);
-    let python = stdout
-        .lines()
-        .last()
-        .expect("setup.sh prints the venv python")
-        .trim();
-    let mut child = Command::new(python)
-        .arg(root.join("interop/pipecat_webrtc/bot.py"))
-        .args(["--port", "0", "--llm-ms", "150", "--reply-secs", "3"])
-        .env("ORT_DISABLE_TELEMETRY", "1")
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the Pipecat WebRTC bot");
-    let out = child.stdout.take().expect("bot stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix("READY port=") {
-                let _ = tx.send(port.trim().parse::<u16>().ok());
-            }
-        }
-    });
-    let bot = Bot(child);
-    let port = rx
-        .recv_timeout(Duration::from_secs(120))
-        .ok()
-        .flatten()
-        .expect("the bot printed READY port=N within 120 s");
-    (bot, port)
-}
 
 /// Run `plans/webrtc_pipecat.yaml` against `url` (`users` callers, the plan's iterations).
 async fn run_plan(root: &Path, url: &str, out: &Path, users: u32) -> u8 {
@@ -96,7 +30,7 @@ async fn webrtc_callers_against_a_pipecat_smallwebrtc_bot() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (_bot, port) = start_bot(root);
+    let (_bot, port) = start_bot(root, "pipecat_webrtc");
     let url = format!("http://127.0.0.1:{port}/api/offer");
     let dir = temp_dir("pipecat-webrtc");
 
