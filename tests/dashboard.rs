@@ -51,14 +51,6 @@ thresholds:
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.1 request; returns (status line, body): the body up to its Content-Length, or
 /// to the end of the connection.
 async fn request(port: u16, raw: &str) -> Option<(String, String)> {
@@ -207,7 +199,7 @@ async fn chromium_loads_the_page_mid_run_and_sees_charts_and_moving_counters() {
         eprintln!("NOTICE: chromium not found; skipping the dashboard browser test");
         return;
     };
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let (out, run) = start(
         &plan("9s", 3),
@@ -318,7 +310,7 @@ async fn chromium_loads_the_page_mid_run_and_sees_charts_and_moving_counters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_endpoint_ends_the_run_like_ctrl_c_with_reports_written() {
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let (out, run) = start(
         &plan("60s", 2),
@@ -518,7 +510,7 @@ async fn press_stop_in_chromium(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stop_button_ends_the_run_with_exit_130_as_ctrl_c_does() {
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let (out, run) = start(&plan("60s", 1), "dash-stop-exit", &["--dashboard", &addr]);
     wait_for(port, Duration::from_secs(30), |s| {
@@ -616,7 +608,7 @@ fn bad_or_busy_address_is_a_usage_error_before_any_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_that_never_read_do_not_hold_the_run_up() {
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let t0 = Instant::now();
     let (out, run) = start(&plan("6s", 2), "dash-stalled", &["--dashboard", &addr]);

@@ -45,14 +45,6 @@ scenarios:
         timeout: 300ms
 ";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET a path; returns (status line, headers, body).
 async fn get(port: u16, path: &str) -> Option<(String, String, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -98,7 +90,7 @@ async fn prometheus_endpoint_serves_live_values_consistent_with_the_report() {
     let plan = dir.join("p.yaml");
     std::fs::write(&plan, PLAN).unwrap();
     let out = dir.join("out");
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let args: Vec<String> = [
         "run",

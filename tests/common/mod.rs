@@ -9,6 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Parser;
 use planrun::cli::{Cli, dispatch};
 
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh, unique folder under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
