@@ -70,8 +70,7 @@ impl Session<'_, '_> {
                         let cursor = self.audio_cursor;
                         let anchor = self.anchor;
                         self.playout
-                            .chunks
-                            .iter()
+                            .chunks()
                             .find(|c| c.at >= anchor && cursor.is_none_or(|k| c.at > k))
                             .map(|c| c.at)
                     }

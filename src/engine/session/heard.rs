@@ -27,12 +27,12 @@ impl Playout {
     /// timeline: arrived at or after it and, if the bot was still talking then (the tail of an
     /// earlier answer), only after a silence longer than [`RESUME_GAP`].
     pub(super) fn first_after(&self, anchor: Instant, speech_only: bool) -> Option<usize> {
-        let mut prev: Option<&Chunk> = None;
-        for (i, c) in self.chunks.iter().enumerate() {
+        let mut prev: Option<Chunk> = None;
+        for (i, c) in self.chunks().enumerate() {
             if speech_only && !c.speech {
                 continue;
             }
-            if c.at >= anchor && prev.is_none_or(|p| arrival_silence(p, c) > RESUME_GAP) {
+            if c.at >= anchor && prev.is_none_or(|p| arrival_silence(&p, &c) > RESUME_GAP) {
                 return Some(i);
             }
             prev = Some(c);
@@ -44,8 +44,7 @@ impl Playout {
     /// level): when it starts playing. Pending while that is still in the future (a flush may
     /// still drop it).
     pub(super) fn first_heard_from(&self, from: usize, speech_only: bool) -> Option<Instant> {
-        self.chunks[from..]
-            .iter()
+        self.chunks_from(from)
             .find(|c| c.heard() && (c.speech || !speech_only))
             .map(|c| c.start)
     }
@@ -54,7 +53,7 @@ impl Playout {
     /// speech was playing, or it was in a pause no longer than `gap` with audio still queued
     /// (a sentence pause), or its speech ended at most [`RESUME_GAP`] before.
     pub(super) fn talking_at(&self, t: Instant, gap: Duration) -> bool {
-        let known = || self.chunks.iter().filter(|c| c.at <= t && c.heard());
+        let known = || self.chunks().filter(|c| c.at <= t && c.heard());
         let Some(last_speech) = known()
             .filter(|c| c.speech && c.start <= t)
             .map(|c| c.end)
@@ -78,8 +77,7 @@ impl Playout {
         let mut stopped = None;
         let mut next_speech = None;
         for c in self
-            .chunks
-            .iter()
+            .chunks()
             .filter(|c| c.speech && c.heard() && c.end > reference)
         {
             // Audio that arrived after a flush is a new reply: the speech before it stopped.
@@ -103,10 +101,10 @@ impl Playout {
 
     /// Scan the heard speech from `reference` on for the bot resuming after a pause.
     pub(super) fn resume_after(&self, reference: Instant) -> ResumeScan {
-        let mut prev: Option<&Chunk> = None;
+        let mut prev: Option<Chunk> = None;
         let mut resumed = None;
         let mut flowing = false;
-        for c in self.chunks.iter().filter(|c| c.speech && c.heard()) {
+        for c in self.chunks().filter(|c| c.speech && c.heard()) {
             if c.start >= reference {
                 match prev {
                     Some(p) if c.start.saturating_duration_since(p.end) > RESUME_GAP => {

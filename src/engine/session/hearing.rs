@@ -26,8 +26,7 @@ impl Session<'_, '_> {
         self.pump_until(step, start + within).await?;
         let spoke = self
             .playout
-            .chunks
-            .iter()
+            .chunks()
             .find(|c| c.speech && c.heard() && c.at >= start && c.start < start + within);
         match spoke {
             Some(c) => Err(fail(

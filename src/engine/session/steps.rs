@@ -57,7 +57,7 @@ impl Session<'_, '_> {
     pub(super) fn first_after_anchor(&self, speech_only: bool) -> Option<Instant> {
         self.playout
             .first_after(self.anchor, speech_only)
-            .map(|i| self.playout.chunks[i].at)
+            .map(|i| self.playout.chunk(i).at)
     }
 
     /// When the caller starts hearing the answer to the current end of speech (the first
