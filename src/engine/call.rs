@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rand::rngs::StdRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -26,7 +25,7 @@ pub struct Ctx<'a> {
     /// Keep the received audio (placed at its arrival time) for `report.record_audio`.
     pub keep_audio: bool,
     pub rec: &'a mut Recorder,
-    pub rng: &'a mut StdRng,
+    pub rng: &'a mut super::UserRng,
     pub stop: watch::Receiver<bool>,
     /// What the plan's thresholds need on the timeline beyond the usual.
     pub detail: TimelineDetail,

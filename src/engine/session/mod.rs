@@ -27,7 +27,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rand::rngs::StdRng;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -114,7 +113,7 @@ fn connect_failure(class: FailureClass, message: String) -> (Trace, Option<Failu
 }
 
 /// The wire adapter of one call.
-fn new_codec(wire: &WireSpec, rate: u32, builtin: bool, rng: &mut StdRng) -> Codec {
+fn new_codec(wire: &WireSpec, rate: u32, builtin: bool, rng: &mut crate::engine::UserRng) -> Codec {
     match (&wire.protocol, &wire.custom) {
         (ProtocolKind::Twilio, _) => {
             Codec::Twilio(TwilioCodec::new(wire.twilio_parameters.clone(), rng))
@@ -199,14 +198,16 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
     }
     for step in scenario.steps.iter().take_while(|_| failure.is_none()) {
         let result = match deadline {
-            Some(d) => timeout_at(d, s.step(step)).await.unwrap_or_else(|_| {
-                Err(fail(
-                    FailureClass::Timeout,
-                    step,
-                    scenario_timeout(&scenario.name, d - started),
-                ))
-            }),
-            None => s.step(step).await,
+            Some(d) => timeout_at(d, Box::pin(s.step(step)))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(fail(
+                        FailureClass::Timeout,
+                        step,
+                        scenario_timeout(&scenario.name, d - started),
+                    ))
+                }),
+            None => Box::pin(s.step(step)).await,
         };
         if let Err(f) = result {
             failure = Some(f);
