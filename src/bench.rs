@@ -59,6 +59,10 @@ pub struct StepResult {
     pub messages: u64,
     pub rss_base_mb: f64,
     pub rss_peak_mb: f64,
+    /// Heap in use (glibc `mallinfo2`, MiB) before the step and at its highest: what planrun
+    /// holds, without the allocator's free-but-kept pages that RSS also counts.
+    pub heap_base_mb: f64,
+    pub heap_peak_mb: f64,
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub lag_max_ms: f64,
@@ -77,8 +81,15 @@ impl StepResult {
     pub fn us_per_message(&self) -> f64 {
         self.cpu_s * 1e6 / (self.messages.max(1) as f64)
     }
+    /// Peak RSS growth per user (KB): what the step cost the machine.
     pub fn kb_per_user(&self) -> f64 {
         (self.rss_peak_mb - self.rss_base_mb).max(0.0) * 1024.0 / f64::from(self.users.max(1))
+    }
+
+    /// Peak heap growth per user (KB): what planrun held. The gap to [`Self::kb_per_user`] is
+    /// the allocator's fragmentation and retained pages.
+    pub fn heap_kb_per_user(&self) -> f64 {
+        (self.heap_peak_mb - self.heap_base_mb).max(0.0) * 1024.0 / f64::from(self.users.max(1))
     }
 
     /// RSS growth (KB/min) between `from_s` and the last sample (each point the median of
@@ -382,11 +393,13 @@ async fn run_step(
     let compiled = plan::compile::compile(&loaded).map_err(|e| BenchError::Plan(e.to_string()))?;
 
     let rss_base = rss_mb();
+    let heap_base = heap_mb();
     let peak = Arc::new(AtomicU64::new(rss_base.to_bits()));
+    let heap_peak = Arc::new(AtomicU64::new(heap_base.to_bits()));
     let done = Arc::new(AtomicBool::new(false));
     let t_start = Instant::now();
     let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
+        let (peak, heap_peak, done) = (peak.clone(), heap_peak.clone(), done.clone());
         std::thread::spawn(move || {
             let mut series = Vec::new();
             let mut next = 0.0;
@@ -395,9 +408,13 @@ async fn run_step(
                 if now > f64::from_bits(peak.load(Ordering::Relaxed)) {
                     peak.store(now.to_bits(), Ordering::Relaxed);
                 }
+                let heap = heap_mb();
+                if heap > f64::from_bits(heap_peak.load(Ordering::Relaxed)) {
+                    heap_peak.store(heap.to_bits(), Ordering::Relaxed);
+                }
                 let t = t_start.elapsed().as_secs_f64();
                 if t >= next {
-                    series.push((t, now, heap_mb()));
+                    series.push((t, now, heap));
                     next += 1.0;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -483,6 +500,8 @@ async fn run_step(
         messages: sent + received + turns,
         rss_base_mb: rss_base,
         rss_peak_mb: f64::from_bits(peak.load(Ordering::Relaxed)),
+        heap_base_mb: heap_base,
+        heap_peak_mb: f64::from_bits(heap_peak.load(Ordering::Relaxed)),
         lag_p50_ms: quantile_ms(lag, 0.5),
         lag_p99_ms: quantile_ms(lag, 0.99),
         lag_max_ms: lag
@@ -514,12 +533,12 @@ fn failed_users(path: &std::path::Path) -> std::collections::HashSet<u32> {
 
 /// The table header and one row per step, as printed.
 pub fn header() -> String {
-    "users  sustained  calls  failed  cpu-s/user-s  µs/msg  msgs/s   KB/user  lag p50/p99/max ms   ttfa err p50/p99 ms  agent cpu%".to_string()
+    "users  sustained  calls  failed  cpu-s/user-s  µs/msg  msgs/s   KB/user  heap KB/user  lag p50/p99/max ms   ttfa err p50/p99 ms  agent cpu%".to_string()
 }
 
 pub fn row(r: &StepResult, wall_s: f64) -> String {
     format!(
-        "{:>5}  {:>9}  {:>5}  {:>6}  {:>12.5}  {:>6.2}  {:>7.0}  {:>8.1}  {:>5.2}/{:>5.2}/{:>6.2}  {:>8.2}/{:>8.2}  {:>9.0}",
+        "{:>5}  {:>9}  {:>5}  {:>6}  {:>12.5}  {:>6.2}  {:>7.0}  {:>8.1}  {:>12.1}  {:>5.2}/{:>5.2}/{:>6.2}  {:>8.2}/{:>8.2}  {:>9.0}",
         r.users,
         r.sustained,
         r.calls,
@@ -528,6 +547,7 @@ pub fn row(r: &StepResult, wall_s: f64) -> String {
         r.us_per_message(),
         r.messages as f64 / wall_s.max(1e-9),
         r.kb_per_user(),
+        r.heap_kb_per_user(),
         r.lag_p50_ms,
         r.lag_p99_ms,
         r.lag_max_ms,
