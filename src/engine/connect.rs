@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Error as WsError};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::distribution::format_duration;
 use crate::metrics::FailureClass;
@@ -144,15 +144,9 @@ pub async fn open(conn: &Connection, limit: Duration) -> Result<Ws, (FailureClas
     {
         request.headers_mut().insert("sec-websocket-protocol", v);
     }
-    let connector = conn.tls.clone().map(Connector::Rustls);
-    let connect = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config()),
-        true,
-        connector,
-    );
+    let connect = super::handshake::connect(request, conn.tls.clone(), ws_config());
     match tokio::time::timeout(limit, connect).await {
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok(ws)) => Ok(ws),
         Ok(Err(e)) => Err(classify_connect_error(&e, &shown)),
         Err(_) => Err((
             FailureClass::ConnectError,

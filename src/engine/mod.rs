@@ -3,6 +3,7 @@
 
 mod call;
 pub mod connect;
+mod handshake;
 mod http;
 mod open;
 pub mod schedule;
