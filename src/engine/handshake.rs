@@ -15,15 +15,13 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{
-    ProtocolError, SubProtocolError, TlsError, UrlError,
-};
+use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError, TlsError, UrlError};
 use tokio_tungstenite::tungstenite::handshake::client::{Request, Response, generate_request};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::connect::Ws;
@@ -92,10 +90,13 @@ pub(super) async fn connect(
             let tail = buf.split_off(size);
             drop(buf);
             verify(response, &tail, &accept, asked.as_deref())?;
-            return Ok(
-                WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config))
-                    .await,
-            );
+            return Ok(WebSocketStream::from_partially_read(
+                stream,
+                tail,
+                Role::Client,
+                Some(config),
+            )
+            .await);
         }
     }
 }
@@ -127,20 +128,30 @@ fn verify(
     let headers = response.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
-        return Err(Error::Protocol(ProtocolError::MissingUpgradeWebSocketHeader));
+        return Err(Error::Protocol(
+            ProtocolError::MissingUpgradeWebSocketHeader,
+        ));
     }
     // `Connection` is a token list ("Upgrade", or e.g. "keep-alive, Upgrade").
     if !header("Connection").is_some_and(|v| {
         v.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     }) {
-        return Err(Error::Protocol(ProtocolError::MissingConnectionUpgradeHeader));
+        return Err(Error::Protocol(
+            ProtocolError::MissingConnectionUpgradeHeader,
+        ));
     }
     if header("Sec-WebSocket-Accept") != Some(accept) {
-        return Err(Error::Protocol(ProtocolError::SecWebSocketAcceptKeyMismatch));
+        return Err(Error::Protocol(
+            ProtocolError::SecWebSocketAcceptKeyMismatch,
+        ));
     }
     let chosen = headers.get("Sec-WebSocket-Protocol");
-    let sub = |e| Err(Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(e)));
+    let sub = |e| {
+        Err(Error::Protocol(
+            ProtocolError::SecWebSocketSubProtocolError(e),
+        ))
+    };
     match (chosen, asked) {
         (None, Some(_)) => sub(SubProtocolError::NoSubProtocol),
         (Some(_), None) => sub(SubProtocolError::ServerSentSubProtocolNoneRequested),
@@ -248,7 +259,9 @@ mod tests {
         .await;
         assert!(matches!(
             open(&url).await,
-            Err(Error::Protocol(ProtocolError::SecWebSocketAcceptKeyMismatch))
+            Err(Error::Protocol(
+                ProtocolError::SecWebSocketAcceptKeyMismatch
+            ))
         ));
     }
 
@@ -285,7 +298,9 @@ mod tests {
         ] {
             assert!(matches!(
                 verify(answer(proto), &[], "k", asked),
-                Err(Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)))
+                Err(Error::Protocol(
+                    ProtocolError::SecWebSocketSubProtocolError(_)
+                ))
             ));
         }
     }

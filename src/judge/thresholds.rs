@@ -224,8 +224,7 @@ pub fn evaluate(summary: &Summary, thresholds: &[ThresholdSpec]) -> Vec<Threshol
                 summary
                     .recorder
                     .outcomes
-                    .scenarios
-                    .get(scenario)
+                    .scenario(scenario)
                     .and_then(|c| c.success_rate())
             } else if t.metric == CHECKS {
                 summary.check_rate()

@@ -19,12 +19,14 @@ pub struct SharedHistograms {
 
 impl Default for SharedHistograms {
     fn default() -> Self {
-        // Only threads contend for a stripe, never users: four stripes per core make a wait
-        // rare. Each stripe costs ~0.1–0.25 MB per metric (a 3-significant-figure histogram
-        // covering µs to seconds), so a fixed 32 cost ~37 MB on a 2-core machine for nothing
-        // (heaptrack of `planrun bench --users 200`: 36.6 of 43 MB peak heap).
+        // Only threads contend for a stripe, never users, and a recording holds the lock for
+        // nanoseconds: two stripes per worker thread make a wait rare. Each stripe costs
+        // ~0.1–0.25 MB per metric (a 3-significant-figure histogram covering µs to seconds),
+        // so a fixed 32 cost ~37 MB on a 2-core machine for nothing (heaptrack of `planrun
+        // bench --users 200`: 36.6 of 43 MB peak heap), and four per core still ~1.5 MB more
+        // than two on one core.
         let cores = std::thread::available_parallelism().map_or(8, std::num::NonZero::get);
-        SharedHistograms::new((cores * 4).clamp(4, 32))
+        SharedHistograms::new((cores * 2).clamp(2, 32))
     }
 }
 

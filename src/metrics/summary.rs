@@ -114,7 +114,7 @@ impl Summary {
 
     /// Per-scenario iteration counts.
     pub fn scenarios(&self) -> BTreeMap<String, IterationCounts> {
-        self.recorder.outcomes.scenarios.clone()
+        self.recorder.outcomes.scenarios()
     }
 }
 
