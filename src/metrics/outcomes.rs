@@ -168,28 +168,25 @@ impl Outcomes {
         self.failures.merge(other.failures);
     }
 
+    /// Where scenario `name` is (Ok) or belongs (Err) in the sorted list.
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.scenarios
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
     /// The counts of scenario `name`, added (zero) when new.
     fn scenario_mut(&mut self, name: &str) -> &mut IterationCounts {
-        let i = match self
-            .scenarios
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-        {
-            Ok(i) => i,
-            Err(i) => {
-                self.scenarios
-                    .insert(i, (name.to_string(), IterationCounts::default()));
-                i
-            }
-        };
+        let i = self.find(name).unwrap_or_else(|i| {
+            self.scenarios
+                .insert(i, (name.to_string(), IterationCounts::default()));
+            i
+        });
         &mut self.scenarios[i].1
     }
 
     /// The completed iterations of scenario `name`, if it ran.
     pub fn scenario(&self, name: &str) -> Option<&IterationCounts> {
-        self.scenarios
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.scenarios[i].1)
+        self.find(name).ok().map(|i| &self.scenarios[i].1)
     }
 
     /// Completed iterations per scenario.
@@ -509,6 +506,33 @@ mod tests {
         );
         assert_eq!(one.totals().failed, 541);
         assert_eq!(one.errors[&FailureClass::ServerError], 40);
+    }
+
+    #[test]
+    fn scenario_counts_are_by_name_whatever_the_merge_order() {
+        let ok = |scenario: &str| IterationRecord {
+            failure: None,
+            scenario: scenario.into(),
+            ..failure(0, 0, FailureClass::Timeout, "")
+        };
+        let mut a = Outcomes::default();
+        for s in ["zeta", "alpha", "zeta"] {
+            a.add(&ok(s));
+        }
+        let mut b = Outcomes::default();
+        b.add(&failure(1, 1, FailureClass::Timeout, "slow"));
+        b.add(&ok("alpha"));
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        ab.merge(b);
+        ba.merge(a);
+        assert_eq!(ab, ba);
+        let names: Vec<String> = ab.scenarios().into_keys().collect();
+        assert_eq!(names, ["alpha", "s", "zeta"]);
+        assert_eq!(ab.scenario("zeta").map(|c| c.succeeded), Some(2));
+        assert_eq!(ab.scenario("alpha").map(|c| c.total), Some(2));
+        assert_eq!(ab.scenario("s").map(|c| c.failed), Some(1));
+        assert!(ab.scenario("missing").is_none());
+        assert_eq!(ab.totals().total, 5);
     }
 
     #[test]

@@ -197,17 +197,17 @@ pub async fn run_iteration(ctx: &mut Ctx<'_>, scenario: &ScenarioSpec) -> (Trace
         s.idle_next = Some(connected + IDLE_FRAME);
     }
     for step in scenario.steps.iter().take_while(|_| failure.is_none()) {
+        // Boxed: the call's future would otherwise reserve the largest step inline.
+        let running = Box::pin(s.step(step));
         let result = match deadline {
-            Some(d) => timeout_at(d, Box::pin(s.step(step)))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(fail(
-                        FailureClass::Timeout,
-                        step,
-                        scenario_timeout(&scenario.name, d - started),
-                    ))
-                }),
-            None => Box::pin(s.step(step)).await,
+            Some(d) => timeout_at(d, running).await.unwrap_or_else(|_| {
+                Err(fail(
+                    FailureClass::Timeout,
+                    step,
+                    scenario_timeout(&scenario.name, d - started),
+                ))
+            }),
+            None => running.await,
         };
         if let Err(f) = result {
             failure = Some(f);

@@ -157,7 +157,7 @@ impl Playout {
 
     /// Every chunk, in arrival order.
     pub(super) fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
-        self.packed.iter().map(|p| self.unpack(*p))
+        self.chunks_from(0)
     }
 
     /// Every chunk from index `from` on.
